@@ -1,0 +1,1 @@
+"""Data preparation: ingest -> sections -> tasks -> split -> tokenize (see ``prepare.py``)."""

@@ -1,0 +1,186 @@
+"""Ingest: raw exports (CSV / JSONL / Parquet) -> Note rows, with quarantine and counts.
+
+Every row read is either kept or quarantined with a reason code; ``rows_in == kept +
+quarantined`` always holds. Quarantined rows are written out (on site, next to the prepared
+data) so nothing is silently lost. Error messages name file, row and field, never the text.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clinitune.errors import DataError
+from clinitune.recipe import SourceSpec
+
+
+@dataclass
+class Note:
+    note_id: str
+    patient_id: str
+    source: str
+    text: str
+    dialogue: str | None = None
+    meta: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class IngestResult:
+    source: str
+    notes: list[Note]
+    quarantined: list[dict[str, Any]]
+    rows_in: int
+    reasons: Counter[str]
+    patient_column: bool
+
+    @property
+    def counts(self) -> dict[str, Any]:
+        return {
+            "rows_in": self.rows_in,
+            "kept": len(self.notes),
+            "quarantined": len(self.quarantined),
+            "quarantine_reasons": dict(self.reasons),
+        }
+
+
+def _detect_format(path: Path, fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    suffix = "".join(path.suffixes[-2:]).lower()
+    for ext, name in (
+        (".csv", "csv"),
+        (".jsonl", "jsonl"),
+        (".ndjson", "jsonl"),
+        (".parquet", "parquet"),
+    ):
+        if suffix.endswith(ext) or suffix.endswith(ext + ".gz"):
+            return name
+    raise DataError(
+        f"{path}: cannot tell the format from the file name; set format: csv|jsonl|parquet"
+    )
+
+
+def _iter_csv(path: Path, encoding: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    # Notes contain commas, quotes and newlines: the csv module handles quoted multi-line fields.
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # notes of 50 KB+ exceed the 128 KB default
+    enc = "utf-8-sig" if encoding.lower().replace("_", "-") in {"utf-8", "utf8"} else encoding
+    try:
+        with open(path, newline="", encoding=enc) as f:
+            reader = csv.DictReader(f)
+            for i, row in enumerate(reader, start=2):  # row 1 is the header
+                yield reader.line_num if reader.line_num else i, row
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{path}: byte {e.start} is not valid {encoding}; set the source's encoding "
+            "(e.g. encoding: latin-1)"
+        ) from None
+    except csv.Error as e:
+        raise DataError(f"{path}: malformed CSV ({e})") from None
+
+
+def _iter_jsonl(path: Path, encoding: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    with open(path, encoding=encoding) as f:
+        for i, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                yield i, {"__error__": f"invalid JSON at column {e.colno}"}
+                continue
+            yield i, obj if isinstance(obj, dict) else {"__error__": "not a JSON object"}
+
+
+def _iter_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    import pyarrow.parquet as pq
+
+    row = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+        for rec in batch.to_pylist():
+            row += 1
+            yield row, rec
+
+
+def iter_rows(path: Path, fmt: str, encoding: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    fmt = _detect_format(path, fmt)
+    if fmt == "csv":
+        return _iter_csv(path, encoding)
+    if fmt == "jsonl":
+        return _iter_jsonl(path, encoding)
+    return _iter_parquet(path)
+
+
+def _as_str(v: Any) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, float) and v != v:  # NaN from pandas-written files
+        return None
+    return str(v)
+
+
+def ingest_source(spec: SourceSpec, path: Path) -> IngestResult:
+    cols = spec.columns
+    notes: list[Note] = []
+    quarantined: list[dict[str, Any]] = []
+    reasons: Counter[str] = Counter()
+    rows_in = 0
+    checked_header = False
+    for row_no, row in iter_rows(path, spec.format, spec.encoding):
+        if spec.limit is not None and rows_in >= spec.limit:
+            break
+        rows_in += 1
+        if "__error__" in row:
+            reasons["unparseable_row"] += 1
+            quarantined.append({"source": spec.name, "row": row_no, "reason": "unparseable_row"})
+            continue
+        if not checked_header:
+            wanted = [c for c in (cols.note_id, cols.text, cols.patient_id, cols.dialogue) if c]
+            wanted += list(cols.meta.values())
+            missing = [c for c in wanted if c not in row]
+            if missing:
+                raise DataError(
+                    f"{path}: column {missing[0]!r} (from data.sources[{spec.name}].columns) "
+                    f"not found; columns are: {', '.join(map(str, row.keys()))}"
+                )
+            checked_header = True
+        note_id = (_as_str(row.get(cols.note_id)) or "").strip()
+        text = _as_str(row.get(cols.text)) or ""
+        reason = None
+        if not note_id:
+            reason = "missing_note_id"
+        elif not text.strip():
+            reason = "empty_text"
+        patient = note_id
+        if cols.patient_id and not reason:
+            patient = (_as_str(row.get(cols.patient_id)) or "").strip()
+            if not patient:
+                reason = "missing_patient_id"
+        dialogue = _as_str(row.get(cols.dialogue)) if cols.dialogue else None
+        if cols.dialogue and not reason and not (dialogue or "").strip():
+            reason = "empty_dialogue"
+        if reason:
+            reasons[reason] += 1
+            quarantined.append(
+                {"source": spec.name, "row": row_no, "reason": reason, "data": _jsonable(row)}
+            )
+            continue
+        meta = {k: (_as_str(row.get(c)) or "") for k, c in cols.meta.items()}
+        notes.append(Note(note_id, patient, spec.name, text, dialogue, meta))
+    if rows_in == 0:
+        raise DataError(f"{path}: no rows")
+    return IngestResult(
+        spec.name, notes, quarantined, rows_in, reasons, cols.patient_id is not None
+    )
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        str(k): (v if isinstance(v, (str, int, float, bool)) or v is None else str(v))
+        for k, v in row.items()
+    }

@@ -1,0 +1,275 @@
+"""``clinitune prepare``: raw exports -> records -> patient-level splits -> token shards.
+
+Reads the recipe's ``data`` section and the model's tokenizer; writes into ``<run>/prepared``:
+
+- ``records/{train,valid,test}.jsonl``  chat / text records with provenance (PHI: stays on site)
+- ``tokens/{train,valid,test}.parquet`` input_ids, labels (-100 on prompts), provenance
+- ``quarantine.jsonl``                 rows that could not be used, with a reason code
+- ``manifest.json``                    counts at every step, hashes, versions, recipe section
+
+Every step keeps the books: in = kept + dropped (by reason) + quarantined.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from clinitune.data import tasks as task_registry
+from clinitune.data.ingest import ingest_source
+from clinitune.data.pack import ChatFormatter, tokenize_chat, tokenize_text
+from clinitune.data.split import SPLITS, assign_split
+from clinitune.errors import StageError
+from clinitune.models import load_tokenizer, resolve_model
+from clinitune.progress import track
+from clinitune.recipe import Recipe
+from clinitune.run import (
+    RunLayout,
+    fingerprint,
+    is_up_to_date,
+    read_manifest,
+    sha256_file,
+    write_manifest,
+)
+
+
+@dataclass
+class PrepareResult:
+    out_dir: Path
+    manifest: dict[str, Any]
+    skipped: bool
+
+
+def prepare_config(recipe: Recipe) -> dict[str, Any]:
+    m = recipe.model
+    return {
+        "data": recipe.data.model_dump(mode="json"),
+        "tokenizer": {
+            "model": m.name,
+            "revision": m.revision,
+            "system_prompt": m.system_prompt,
+            "chat_template_kwargs": m.chat_template_kwargs,
+        },
+        "seed": recipe.seed,
+    }
+
+
+def prepare_fingerprint(recipe: Recipe) -> tuple[str, dict[str, str]]:
+    inputs = {s.name: sha256_file(recipe.resolve_path(s.path)) for s in recipe.data.sources}
+    return fingerprint("prepare", prepare_config(recipe), inputs, []), inputs
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def read_records(prepared: Path, split: str) -> list[dict[str, Any]]:
+    path = prepared / "records" / f"{split}.jsonl"
+    if not path.exists():
+        raise StageError(f"{path} not found: run `clinitune prepare` first")
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def token_path(prepared: Path, split: str) -> Path:
+    return prepared / "tokens" / f"{split}.parquet"
+
+
+def _mix(
+    rows: list[dict[str, Any]], weights: dict[str, float], seed: int
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Resample train rows so each source's share of tokens matches its weight.
+    Sources not named in the mix keep weight 1 relative to the total of named weights' scale."""
+    by_src: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_src[r["source"]].append(r)
+    tokens = {s: sum(r["n_tokens"] for r in rs) for s, rs in by_src.items()}
+    w = {s: weights.get(s, 1.0) for s in by_src}
+    total_w = sum(w.values()) or 1.0
+    total_tokens = sum(tokens.values())
+    rng = random.Random(seed)
+    out: list[dict[str, Any]] = []
+    report: dict[str, Any] = {}
+    for s in sorted(by_src):
+        target = total_tokens * w[s] / total_w
+        factor = target / tokens[s] if tokens[s] else 0.0
+        whole, frac = int(factor), factor - int(factor)
+        picked = [r for r in by_src[s] for _ in range(whole)]
+        extra = by_src[s][:]
+        rng.shuffle(extra)
+        picked += extra[: round(frac * len(extra))]
+        out += picked
+        report[s] = {
+            "weight": w[s],
+            "tokens_before": tokens[s],
+            "tokens_after": sum(r["n_tokens"] for r in picked),
+            "factor": round(factor, 4),
+            "rows_before": len(by_src[s]),
+            "rows_after": len(picked),
+        }
+    rng.shuffle(out)
+    return out, report
+
+
+def prepare(recipe: Recipe, layout: RunLayout, *, force: bool = False) -> PrepareResult:
+    out = layout.prepared
+    fp, input_hashes = prepare_fingerprint(recipe)
+    if not force and is_up_to_date(out, fp):
+        return PrepareResult(out, read_manifest(out) or {}, skipped=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "manifest.json").unlink(missing_ok=True)
+    data = recipe.data
+    counts: dict[str, Any] = {"ingest": {}, "tasks": {}, "split": {}, "tokenize": {}}
+    warnings: list[str] = []
+
+    # 1. ingest -------------------------------------------------------------------------
+    notes = []
+    quarantine: list[dict[str, Any]] = []
+    for src in data.sources:
+        res = ingest_source(src, recipe.resolve_path(src.path))
+        counts["ingest"][src.name] = res.counts
+        quarantine += res.quarantined
+        notes.append((src, res.notes))
+        if not res.patient_column:
+            warnings.append(
+                f"source {src.name!r} has no patient column: splitting by note id, so one "
+                "patient's notes may land in different splits (leakage risk)"
+            )
+    _write_jsonl(out / "quarantine.jsonl", quarantine)
+
+    # 2. tasks --------------------------------------------------------------------------
+    records: list[dict[str, Any]] = []
+    for src, src_notes in notes:
+        for task in src.tasks:
+            spec = data.tasks[task]
+            skipped: Counter[str] = Counter()
+            made = 0
+            for note in track(src_notes, f"{task} <- {src.name}", unit="note"):
+                res = task_registry.build(note, task, spec)
+                if isinstance(res, str):
+                    skipped[res] += 1
+                else:
+                    records += res
+                    made += len(res)
+            key = f"{task}<-{src.name}"
+            counts["tasks"][key] = {
+                "notes_in": len(src_notes),
+                "records": made,
+                "notes_used": len(src_notes) - sum(skipped.values()),
+                "skipped": dict(skipped),
+            }
+
+    # 3. split by patient -----------------------------------------------------------------
+    by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+    patients: dict[str, set[str]] = {s: set() for s in SPLITS}
+    for r in records:
+        # Patients are namespaced by source: ids from different exports are different people
+        # unless the site maps them to one id space (then give the sources one patient column).
+        key = f"{r['source']}::{r['patient_id']}"
+        s = assign_split(key, valid=data.split.valid, test=data.split.test, salt=data.split.salt)
+        r["split"] = s
+        by_split[s].append(r)
+        patients[s].add(key)
+    leaked = (patients["train"] & patients["test"]) | (patients["train"] & patients["valid"])
+    if leaked:  # impossible by construction; a bug if it happens
+        raise AssertionError(f"{len(leaked)} patients in two splits")
+    for s in SPLITS:
+        counts["split"][s] = {
+            "records": len(by_split[s]),
+            "patients": len(patients[s]),
+            "by_task": dict(Counter(r["task"] for r in by_split[s])),
+        }
+        _write_jsonl(out / "records" / f"{s}.jsonl", by_split[s])
+    if not by_split["train"]:
+        raise StageError("no training records after splitting: check the sources and tasks")
+
+    # 4. tokenize -----------------------------------------------------------------------
+    tok = load_tokenizer(resolve_model(recipe.model.name, recipe.model.revision))
+    fmt = ChatFormatter(tok, recipe.model.system_prompt, recipe.model.chat_template_kwargs)
+    mix_report: dict[str, Any] | None = None
+    for s in SPLITS:
+        rows: list[dict[str, Any]] = []
+        status: Counter[str] = Counter()
+        for i, r in enumerate(track(by_split[s], f"tokenize {s}", unit="rec")):
+            prov = {
+                "task": r["task"],
+                "source": r["source"],
+                "note_id": r["note_id"],
+                "patient_id": r["patient_id"],
+                "record": i,
+            }
+            if r["kind"] == "text":
+                chunks = tokenize_text(fmt, r["text"], data.max_seq_len)
+                status["ok" if len(chunks) == 1 else "chunked"] += 1
+                rows += [{**c, **prov} for c in chunks]
+                continue
+            row, st = tokenize_chat(fmt, r, data.max_seq_len, data.overlong)
+            status[st] += 1
+            if row is not None:
+                rows.append({**row, **prov})
+        if s == "train" and data.mix:
+            rows, mix_report = _mix(rows, data.mix, recipe.seed)
+        counts["tokenize"][s] = {
+            "records_in": len(by_split[s]),
+            "status": dict(status),
+            "rows_out": len(rows),
+            "tokens": sum(r["n_tokens"] for r in rows),
+            "loss_tokens": sum(r["n_loss_tokens"] for r in rows),
+            "tokens_by_source": dict(_sum_by(rows, "source")),
+        }
+        path = token_path(out, s)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(rows, schema=_SCHEMA), path)
+
+    outputs = [p for p in out.rglob("*") if p.is_file() and p.name != "manifest.json"]
+    manifest = write_manifest(
+        out,
+        stage="prepare",
+        fp=fp,
+        config=prepare_config(recipe),
+        inputs=input_hashes,
+        counts=counts,
+        outputs=outputs,
+        extra={
+            "warnings": warnings,
+            "mix": mix_report,
+            "tokenizer": {
+                "name_or_path": recipe.model.name,
+                "vocab_size": len(tok),
+                "eos_token_id": tok.eos_token_id,
+            },
+        },
+    )
+    return PrepareResult(out, manifest, skipped=False)
+
+
+def _sum_by(rows: list[dict[str, Any]], key: str) -> Counter[str]:
+    c: Counter[str] = Counter()
+    for r in rows:
+        c[r[key]] += r["n_tokens"]
+    return c
+
+
+_SCHEMA = pa.schema(
+    [
+        ("input_ids", pa.list_(pa.int32())),
+        ("labels", pa.list_(pa.int32())),
+        ("n_tokens", pa.int32()),
+        ("n_loss_tokens", pa.int32()),
+        ("task", pa.string()),
+        ("source", pa.string()),
+        ("note_id", pa.string()),
+        ("patient_id", pa.string()),
+        ("record", pa.int32()),
+    ]
+)

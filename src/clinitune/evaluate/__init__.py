@@ -1,0 +1,1 @@
+"""Evaluation: a suite of registered evaluations (``suite.py``), one file per evaluation."""

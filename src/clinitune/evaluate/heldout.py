@@ -1,0 +1,120 @@
+"""Held-out loss and perplexity on the prepared test split, token-weighted over completion
+tokens (the same labels training used), per task and overall.
+
+Examples are flattened padding-free into micro-batches of at most ``_TOKENS`` tokens (position
+ids restart per example, so they do not attend to each other), which is both exact and fast.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from clinitune.data.prepare import token_path
+from clinitune.errors import StageError
+from clinitune.evaluate.registry import EvalContext, LoadedModel, register
+from clinitune.progress import track
+
+_TOKENS = 4096
+
+
+def sample_rows(ctx: EvalContext) -> list[dict[str, Any]]:
+    spec = ctx.recipe.evaluate.held_out
+    path = token_path(ctx.layout.prepared, spec.split)
+    if not path.exists():
+        raise StageError(f"{path} not found: run `clinitune prepare` first")
+    rows = pq.read_table(path).to_pylist()
+    out = []
+    for task in sorted({r["task"] for r in rows}):
+        if spec.tasks and task not in spec.tasks:
+            continue
+        rs = [r for r in rows if r["task"] == task]
+        k = spec.max_examples
+        out += (
+            rs
+            if k is None or len(rs) <= k
+            else random.Random(f"{ctx.recipe.seed}:{task}").sample(rs, k)
+        )
+    if not out:
+        raise StageError(f"held-out evaluation: the {spec.split} split has no rows")
+    return out
+
+
+def nll_per_example(
+    model: Any, rows: list[dict[str, Any]], device: str, desc: str
+) -> list[tuple[float, int]]:
+    """Sum of negative log-likelihood over label tokens, and their count, for each row."""
+    import torch
+
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    size = 0
+    for i, r in enumerate(rows):
+        n = len(r["input_ids"])
+        if cur and size + n > _TOKENS:
+            batches.append(cur)
+            cur, size = [], 0
+        cur.append(i)
+        size += n
+    if cur:
+        batches.append(cur)
+    out: list[tuple[float, int]] = [(0.0, 0)] * len(rows)
+    for b in track(batches, desc, unit="batch"):
+        ids = [t for i in b for t in rows[i]["input_ids"]]
+        pos = [p for i in b for p in range(len(rows[i]["input_ids"]))]
+        with torch.inference_mode():
+            logits = (
+                model(
+                    input_ids=torch.tensor([ids], device=device),
+                    position_ids=torch.tensor([pos], device=device),
+                )
+                .logits[0]
+                .float()
+            )
+        start = 0
+        for i in b:
+            n = len(rows[i]["input_ids"])
+            lab = torch.tensor(rows[i]["labels"][1:], device=device)
+            lp = torch.log_softmax(logits[start : start + n - 1], dim=-1)
+            keep = lab != -100
+            tok_lp = lp[keep].gather(1, lab[keep].unsqueeze(1)).squeeze(1)
+            out[i] = (float(-tok_lp.sum()), int(keep.sum()))
+            start += n
+    return out
+
+
+@register("held_out")
+def held_out(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
+    rows = sample_rows(ctx)
+    nll = nll_per_example(m.model, rows, ctx.device, f"held-out loss [{m.label}]")
+    by_task: dict[str, list[float]] = {}
+    for r, (s, n) in zip(rows, nll, strict=True):
+        acc = by_task.setdefault(r["task"], [0.0, 0, 0])
+        acc[0] += s
+        acc[1] += n
+        acc[2] += 1
+    total_nll = sum(s for s, _ in nll)
+    total_n = sum(n for _, n in nll)
+    loss = total_nll / total_n
+    return {
+        "loss": loss,
+        "perplexity": math.exp(loss),
+        "tokens": total_n,
+        "examples": len(rows),
+        "by_task": {
+            t: {
+                "loss": v[0] / v[1],
+                "perplexity": math.exp(v[0] / v[1]),
+                "tokens": v[1],
+                "examples": v[2],
+            }
+            for t, v in sorted(by_task.items())
+        },
+        "per_example": [
+            {"task": r["task"], "note_id": r["note_id"], "nll": s, "tokens": n}
+            for r, (s, n) in zip(rows, nll, strict=True)
+        ],
+    }

@@ -1,0 +1,198 @@
+"""Multiple-choice knowledge benchmarks from local files in their original formats, scored by
+log-likelihood of each answer continuation (zero-shot, lm-evaluation-harness prompt styles).
+
+- ``mmlu_csv``: headerless ``question, A, B, C, D, answer-letter[, subject]``; prompt "The
+  following are multiple choice questions (with answers) about <subject>. ... Answer:", choices
+  " A".." D" (lm-eval ``mmlu``).
+- ``pubmedqa_json``: ``ori_pqal.json`` format; "Abstract: ... Question: ... Answer:", choices
+  " yes"/" no"/" maybe" (lm-eval ``pubmedqa``).
+- ``medmcqa_jsonl``: ``question, opa..opd, cop`` with 1-based ``cop`` (the original files; the
+  HF copy is 0-based) -- "Question: ...\\nChoices:\\nA. ...\\nAnswer:", choices " A".." D".
+
+acc: argmax of summed log-probability; acc_norm: argmax of log-probability per byte of the
+continuation (lm-eval's definition). A seeded random sample of ``n`` questions is used (files
+are often sorted by answer or subject; "the first N" would be biased).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from clinitune.errors import DataError
+from clinitune.evaluate.registry import EvalContext, LoadedModel, register
+from clinitune.progress import track
+from clinitune.recipe import McqSpec
+
+LETTERS = "ABCD"
+
+
+@dataclass(frozen=True)
+class Question:
+    qid: str
+    context: str
+    choices: tuple[str, ...]  # continuations, each starting with a space
+    answer: int
+
+
+def _mmlu(path: Path) -> list[Question]:
+    out = []
+    with open(path, newline="", encoding="utf-8") as f:
+        for i, row in enumerate(csv.reader(f), start=1):
+            if len(row) not in (6, 7):
+                raise DataError(f"{path}: row {i}: expected 6 or 7 columns, got {len(row)}")
+            q, a, b, c, d, ans = row[:6]
+            subject = row[6] if len(row) == 7 else path.stem.removesuffix("_test")
+            if ans.strip() not in LETTERS:
+                raise DataError(f"{path}: row {i}: answer {ans.strip()!r} is not one of A-D")
+            subj = subject.replace("_", " ")
+            ctx = (
+                f"The following are multiple choice questions (with answers) about {subj}.\n\n"
+                f"{q.strip()}\nA. {a}\nB. {b}\nC. {c}\nD. {d}\nAnswer:"
+            )
+            out.append(
+                Question(
+                    f"{subject}-{i}",
+                    ctx,
+                    tuple(f" {x}" for x in LETTERS),
+                    LETTERS.index(ans.strip()),
+                )
+            )
+    return out
+
+
+def _pubmedqa(path: Path) -> list[Question]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: invalid JSON at line {e.lineno}") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object keyed by PMID (ori_pqal.json format)")
+    labels = ("yes", "no", "maybe")
+    out = []
+    for pmid, item in data.items():
+        for field in ("QUESTION", "CONTEXTS", "final_decision"):
+            if field not in item:
+                raise DataError(f"{path}: item {pmid}: missing field {field!r}")
+        if item["final_decision"] not in labels:
+            raise DataError(f"{path}: item {pmid}: final_decision must be yes/no/maybe")
+        ctx = f"Abstract: {' '.join(item['CONTEXTS'])}\nQuestion: {item['QUESTION']}\nAnswer:"
+        out.append(
+            Question(
+                str(pmid), ctx, tuple(f" {x}" for x in labels), labels.index(item["final_decision"])
+            )
+        )
+    return out
+
+
+def _medmcqa(path: Path) -> list[Question]:
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+            except json.JSONDecodeError:
+                raise DataError(f"{path}: line {i}: invalid JSON") from None
+            for field in ("question", "opa", "opb", "opc", "opd", "cop"):
+                if field not in d:
+                    raise DataError(f"{path}: line {i}: missing field {field!r}")
+            cop = int(d["cop"])
+            if cop not in (1, 2, 3, 4):
+                raise DataError(
+                    f"{path}: line {i}: cop={cop} outside 1-4 (this format is "
+                    "1-based; the HF copy is 0-based)"
+                )
+            opts = [d["opa"], d["opb"], d["opc"], d["opd"]]
+            ctx = (
+                "Question: "
+                + d["question"].strip()
+                + "\nChoices:\n"
+                + "".join(f"{LETTERS[j]}. {o}\n" for j, o in enumerate(opts))
+                + "Answer:"
+            )
+            out.append(Question(str(d.get("id", i)), ctx, tuple(f" {x}" for x in LETTERS), cop - 1))
+    return out
+
+
+LOADERS = {"mmlu_csv": _mmlu, "pubmedqa_json": _pubmedqa, "medmcqa_jsonl": _medmcqa}
+
+
+def load_questions(spec: McqSpec, path: Path, seed: int) -> list[Question]:
+    qs = LOADERS[spec.format](path)
+    if not qs:
+        raise DataError(f"{path}: no questions")
+    if spec.n is not None and spec.n < len(qs):
+        qs = random.Random(f"{seed}:{spec.name}").sample(qs, spec.n)
+    return qs
+
+
+def choice_logprobs(
+    model: Any, tok: Any, questions: list[Question], device: str, batch_size: int, desc: str
+) -> list[list[float]]:
+    """Summed log-probability of each choice continuation given its context.
+
+    Context and continuation are tokenized separately and concatenated (as lm-eval does), so
+    the continuation tokens are exactly the scored ones. All choices of a question are scored
+    from one padded batch row each; right padding, so positions need no adjustment."""
+    import torch
+
+    reqs = []
+    for qi, q in enumerate(questions):
+        ctx = tok(q.context, add_special_tokens=False)["input_ids"]
+        for ci, c in enumerate(q.choices):
+            cont = tok(c, add_special_tokens=False)["input_ids"]
+            reqs.append((qi, ci, ctx, cont))
+    out = [[0.0] * len(q.choices) for q in questions]
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    per_batch = batch_size * 4
+    batches = [reqs[i : i + per_batch] for i in range(0, len(reqs), per_batch)]
+    for batch in track(batches, desc, unit="batch"):
+        seqs = [ctx + cont for _, _, ctx, cont in batch]
+        width = max(len(s) for s in seqs)
+        ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=device)
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=device)
+        with torch.inference_mode():
+            logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
+        for row, (qi, ci, ctx, cont) in enumerate(batch):
+            start = len(ctx)
+            pos = torch.arange(start - 1, start - 1 + len(cont), device=device)
+            tgt = torch.tensor(cont, device=device)
+            out[qi][ci] = float(logp[row, pos, tgt].sum())
+    return out
+
+
+@register("mcq")
+def mcq(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for spec in ctx.recipe.evaluate.mcq:
+        path = ctx.recipe.resolve_path(spec.path)
+        qs = load_questions(spec, path, ctx.recipe.seed)
+        lps = choice_logprobs(
+            m.model, m.tokenizer, qs, ctx.device, spec.batch_size, f"{spec.name} [{m.label}]"
+        )
+        correct, correct_norm, per = 0, 0, []
+        for q, lp in zip(qs, lps, strict=True):
+            pred = max(range(len(lp)), key=lambda j: lp[j])
+            norm = [x / len(c.encode()) for x, c in zip(lp, q.choices, strict=True)]
+            pred_n = max(range(len(norm)), key=lambda j: norm[j])
+            correct += pred == q.answer
+            correct_norm += pred_n == q.answer
+            per.append(
+                {"qid": q.qid, "pred": pred, "answer": q.answer, "correct": pred == q.answer}
+            )
+        chance = sum(1 / len(q.choices) for q in qs) / len(qs)
+        results[spec.name] = {
+            "acc": correct / len(qs),
+            "acc_norm": correct_norm / len(qs),
+            "n": len(qs),
+            "chance": chance,
+            "format": spec.format,
+            "per_example": per,
+        }
+    return results

@@ -1,0 +1,49 @@
+"""ROUGE-1/2/L/Lsum of generated notes against the references, with Google's ``rouge-score``
+(stemming on). ACI-Bench's "ROUGE-L" is ROUGE-Lsum: newline-separated summary-level LCS, so
+notes keep their line breaks. Scores are F-measures x 100, averaged over examples, per task."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clinitune.errors import StageError
+from clinitune.evaluate.registry import EvalContext, LoadedModel, register
+from clinitune.generate import read_generations
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+
+
+def rouge_scores(predictions: list[str], references: list[str]) -> list[dict[str, float]]:
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+    return [
+        {k: v.fmeasure * 100 for k, v in scorer.score(ref, pred).items()}
+        for pred, ref in zip(predictions, references, strict=True)
+    ]
+
+
+@register("rouge", needs_model=False)
+def rouge(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
+    path = ctx.layout.generations / f"{m.label}.jsonl"
+    if not path.exists():
+        raise StageError(f"{path} not found: run `clinitune generate` first")
+    gens = read_generations(path)
+    scores = rouge_scores([g["prediction"] for g in gens], [g["reference"] for g in gens])
+    by_task: dict[str, dict[str, Any]] = {}
+    for task in sorted({g["task"] for g in gens}):
+        idx = [i for i, g in enumerate(gens) if g["task"] == task]
+        by_task[task] = {k: sum(scores[i][k] for i in idx) / len(idx) for k in ROUGE_TYPES}
+        by_task[task]["examples"] = len(idx)
+        by_task[task]["stopped_rate"] = sum(gens[i]["stopped"] for i in idx) / len(idx)
+        by_task[task]["mean_new_tokens"] = sum(gens[i]["new_tokens"] for i in idx) / len(idx)
+    overall = {k: sum(s[k] for s in scores) / len(scores) for k in ROUGE_TYPES}
+    return {
+        **overall,
+        "examples": len(gens),
+        "by_task": by_task,
+        "per_example": [
+            {"task": g["task"], "note_id": g["note_id"], **s}
+            for g, s in zip(gens, scores, strict=True)
+        ],
+    }

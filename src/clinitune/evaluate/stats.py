@@ -1,0 +1,69 @@
+"""Paired comparisons between two models on the same examples.
+
+- Paired bootstrap (resampling examples) for a difference of means or of token-weighted ratios,
+  reporting the observed difference and a 95% percentile interval.
+- Exact McNemar test (two-sided binomial on discordant pairs) for accuracies.
+These are a few lines each; scipy is not needed for them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def paired_bootstrap_ratio(
+    num_a: Sequence[float],
+    den_a: Sequence[float],
+    num_b: Sequence[float],
+    den_b: Sequence[float],
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """CI of sum(num_b)/sum(den_b) - sum(num_a)/sum(den_a), resampling example indices
+    jointly (e.g. token-weighted loss: num = NLL sums, den = token counts)."""
+    na, da, nb, db = (np.asarray(x, dtype=float) for x in (num_a, den_a, num_b, den_b))
+    n = len(na)
+    obs = nb.sum() / db.sum() - na.sum() / da.sum()
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    diffs = nb[idx].sum(1) / db[idx].sum(1) - na[idx].sum(1) / da[idx].sum(1)
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    return {
+        "diff": float(obs),
+        "ci_low": float(lo),
+        "ci_high": float(hi),
+        "significant": bool(lo > 0 or hi < 0),
+        "n": n,
+    }
+
+
+def paired_bootstrap_mean(
+    a: Sequence[float], b: Sequence[float], *, n_boot: int = 2000, seed: int = 0
+) -> dict[str, float]:
+    ones = [1.0] * len(a)
+    return paired_bootstrap_ratio(a, ones, b, ones, n_boot=n_boot, seed=seed)
+
+
+def mcnemar_exact(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> dict[str, float]:
+    """Exact two-sided McNemar test: b = A right/B wrong, c = A wrong/B right."""
+    b = sum(1 for x, y in zip(correct_a, correct_b, strict=True) if x and not y)
+    c = sum(1 for x, y in zip(correct_a, correct_b, strict=True) if y and not x)
+    n = b + c
+    if n == 0:
+        p = 1.0
+    else:
+        k = min(b, c)
+        p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
+    diff = (sum(correct_b) - sum(correct_a)) / max(len(correct_a), 1)
+    return {
+        "diff": diff,
+        "a_only": b,
+        "b_only": c,
+        "p_value": p,
+        "significant": p < 0.05,
+        "n": len(correct_a),
+    }

@@ -1,0 +1,170 @@
+"""``clinitune evaluate``: run every enabled evaluation for each model, compare with the first
+model (the baseline, ``base`` by default), write ``<run>/eval/metrics.json`` and per-example
+values (``<run>/eval/per_example/<model>.json``).
+
+Generations are produced first (``generate.py``; skipped when up to date), one model in memory
+at a time.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Import evaluation modules so they register themselves.
+from clinitune.evaluate import heldout, mcq, rouge  # noqa: F401
+from clinitune.evaluate.registry import EVALUATIONS, EvalContext, LoadedModel
+from clinitune.evaluate.stats import mcnemar_exact, paired_bootstrap_mean, paired_bootstrap_ratio
+from clinitune.generate import generate_for_model, resolve_eval_model
+from clinitune.models import load_model, load_tokenizer, pick_device
+from clinitune.recipe import Recipe
+from clinitune.run import (
+    RunLayout,
+    fingerprint,
+    is_up_to_date,
+    read_manifest,
+    write_json,
+    write_manifest,
+)
+
+
+@dataclass
+class EvalResult:
+    metrics_path: Path
+    metrics: dict[str, Any]
+    skipped: bool
+
+
+def enabled_evaluations(recipe: Recipe) -> list[str]:
+    ev = recipe.evaluate
+    names = []
+    if ev.held_out.enabled:
+        names.append("held_out")
+    if ev.generation.enabled:
+        names.append("rouge")
+    if ev.mcq:
+        names.append("mcq")
+    return names
+
+
+def evaluate(recipe: Recipe, layout: RunLayout, *, force: bool = False) -> EvalResult:
+    refs = [resolve_eval_model(recipe, layout, n) for n in recipe.evaluate.models]
+    prep = read_manifest(layout.prepared)
+    cfg = {"evaluate": recipe.evaluate.model_dump(mode="json"), "seed": recipe.seed}
+    fp = fingerprint(
+        "evaluate",
+        cfg,
+        {},
+        [prep["fingerprint"] if prep else "none", *(r.fingerprint for r in refs)],
+    )
+    if not force and layout.metrics.exists() and is_up_to_date(layout.evaluation, fp):
+        import json
+
+        return EvalResult(layout.metrics, json.loads(layout.metrics.read_text()), True)
+    names = enabled_evaluations(recipe)
+    device = pick_device()
+    ctx = EvalContext(recipe, layout, device)
+    per_model: dict[str, dict[str, Any]] = {}
+    per_example: dict[str, dict[str, Any]] = {}
+    timings: dict[str, float] = {}
+    for ref in refs:
+        if "rouge" in names:
+            t0 = time.perf_counter()
+            generate_for_model(recipe, layout, ref, force=force)
+            timings[f"generate:{ref.label}"] = round(time.perf_counter() - t0, 2)
+        model = None
+        if any(EVALUATIONS[n][1] for n in names):
+            model = load_model(
+                ref.path,
+                dtype=recipe.model.dtype,
+                attn=recipe.model.attn_implementation,
+                device=device,
+            ).eval()
+        loaded = LoadedModel(ref.label, ref.path, model, load_tokenizer(ref.path))
+        res: dict[str, Any] = {}
+        ex: dict[str, Any] = {}
+        for n in names:
+            t0 = time.perf_counter()
+            out = EVALUATIONS[n][0](ctx, loaded)
+            timings[f"{n}:{ref.label}"] = round(time.perf_counter() - t0, 2)
+            res[n], ex[n] = _split_per_example(out)
+        per_model[ref.label] = res
+        per_example[ref.label] = ex
+        del model, loaded
+        gc.collect()
+    metrics = {
+        "recipe": recipe.name,
+        "models": {r.label: {"path": str(r.path)} | per_model[r.label] for r in refs},
+        "baseline": refs[0].label,
+        "comparisons": {
+            r.label: compare(per_example[refs[0].label], per_example[r.label], recipe.seed)
+            for r in refs[1:]
+        },
+        "timings_s": timings,
+    }
+    layout.evaluation.mkdir(parents=True, exist_ok=True)
+    for label, ex in per_example.items():
+        write_json(layout.evaluation / "per_example" / f"{label}.json", ex)
+    write_json(layout.metrics, metrics)
+    write_manifest(
+        layout.evaluation,
+        stage="evaluate",
+        fp=fp,
+        config=cfg,
+        inputs={r.label: str(r.path) for r in refs},
+        outputs=[layout.metrics],
+    )
+    return EvalResult(layout.metrics, metrics, False)
+
+
+def _split_per_example(out: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """Separate per-example lists (kept in per_example files) from summary metrics."""
+    if "per_example" in out:
+        rest = {k: v for k, v in out.items() if k != "per_example"}
+        return rest, out["per_example"]
+    summary, ex = {}, {}
+    for k, v in out.items():
+        if isinstance(v, dict) and "per_example" in v:
+            summary[k] = {kk: vv for kk, vv in v.items() if kk != "per_example"}
+            ex[k] = v["per_example"]
+        else:
+            summary[k] = v
+    return summary, ex
+
+
+def compare(base: dict[str, Any], other: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Paired comparisons of ``other`` against ``base`` on identical examples."""
+    out: dict[str, Any] = {}
+    if "held_out" in base and "held_out" in other:
+        a, b = base["held_out"], other["held_out"]
+        out["held_out_loss"] = paired_bootstrap_ratio(
+            [x["nll"] for x in a],
+            [x["tokens"] for x in a],
+            [x["nll"] for x in b],
+            [x["tokens"] for x in b],
+            seed=seed,
+        )
+    if "rouge" in base and "rouge" in other:
+        a = {(x["task"], x["note_id"]): x for x in base["rouge"]}
+        b = {(x["task"], x["note_id"]): x for x in other["rouge"]}
+        keys = sorted(set(a) & set(b))
+        if keys:
+            out["rouge"] = {
+                k: paired_bootstrap_mean(
+                    [a[i][k] for i in keys], [b[i][k] for i in keys], seed=seed
+                )
+                for k in ("rouge1", "rouge2", "rougeLsum")
+            }
+    if "mcq" in base and "mcq" in other:
+        out["mcq"] = {}
+        for name in base["mcq"]:
+            if name not in other["mcq"]:
+                continue
+            a = {x["qid"]: x["correct"] for x in base["mcq"][name]}
+            b = {x["qid"]: x["correct"] for x in other["mcq"][name]}
+            keys = sorted(set(a) & set(b))
+            out["mcq"][name] = mcnemar_exact([a[k] for k in keys], [b[k] for k in keys])
+    return out

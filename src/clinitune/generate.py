@@ -1,0 +1,190 @@
+"""``clinitune generate``: batched generation on a held-out split, per model.
+
+Prompts are the exact prompt tokens training used (from ``data.pack``), so base and tuned models
+are asked the same thing the tuned model was trained on. Batches are left-padded and sorted by
+length; decoding is greedy (deterministic). The same seeded sample of records is used for every
+model, so per-example metrics can be paired.
+
+Writes ``<run>/generations/<model>.jsonl``: task, note_id, prediction, reference, token counts,
+and whether the model stopped by itself (EOS) or hit ``max_new_tokens``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from clinitune.data.pack import ChatFormatter, tokenize_chat
+from clinitune.data.prepare import read_records
+from clinitune.errors import StageError
+from clinitune.models import load_model, load_tokenizer, pick_device, resolve_model
+from clinitune.progress import track
+from clinitune.recipe import Recipe
+from clinitune.run import RunLayout, fingerprint, is_up_to_date, read_manifest, write_manifest
+
+
+@dataclass
+class ModelRef:
+    label: str
+    path: Path
+    fingerprint: str
+
+
+def resolve_eval_model(recipe: Recipe, layout: RunLayout, name: str) -> ModelRef:
+    """``base`` | ``final`` | a stage name | a path -> a local model directory."""
+    if name == "base":
+        path = resolve_model(recipe.model.name, recipe.model.revision)
+        return ModelRef("base", path, f"model:{recipe.model.name}:{recipe.model.revision}")
+    stages = [s.name for s in recipe.train]
+    if name == "final" or name in stages:
+        if not stages:
+            raise StageError("evaluate.models names 'final' but the recipe has no train stages")
+        stage = stages[-1] if name == "final" else name
+        m = read_manifest(layout.stage(stage))
+        if m is None:
+            raise StageError(f"stage {stage!r} has not been trained: run `clinitune train`")
+        return ModelRef(name, layout.stage(stage) / "model", m["fingerprint"])
+    path = Path(name)
+    if not (path / "config.json").exists():
+        raise StageError(f"evaluate.models: {name!r} is not base, final, a stage or a model dir")
+    return ModelRef(path.name, path, f"path:{path.resolve()}")
+
+
+def sample_records(
+    records: list[dict[str, Any]], tasks: list[str] | None, k: int | None, seed: int
+) -> list[dict[str, Any]]:
+    """A seeded random sample of up to k records per task (never "the first N": exports are
+    often sorted by date, site or label)."""
+    out = []
+    for task in sorted({r["task"] for r in records}):
+        if tasks and task not in tasks:
+            continue
+        rs = [r for r in records if r["task"] == task and r["kind"] == "chat"]
+        rng = random.Random(f"{seed}:{task}")
+        out += rs if k is None or len(rs) <= k else rng.sample(rs, k)
+    return out
+
+
+def generate_for_model(
+    recipe: Recipe, layout: RunLayout, ref: ModelRef, *, force: bool = False
+) -> Path:
+    import torch
+
+    g = recipe.evaluate.generation
+    out_dir = layout.generations
+    out_path = out_dir / f"{ref.label}.jsonl"
+    prep = read_manifest(layout.prepared)
+    if prep is None:
+        raise StageError(f"{layout.prepared} has no manifest: run `clinitune prepare` first")
+    cfg = {"generation": g.model_dump(mode="json"), "seed": recipe.seed}
+    fp = fingerprint(f"generate:{ref.label}", cfg, {}, [prep["fingerprint"], ref.fingerprint])
+    if not force and out_path.exists() and is_up_to_date(out_dir / ref.label, fp):
+        return out_path
+    records = sample_records(
+        read_records(layout.prepared, g.split), g.tasks, g.max_examples, recipe.seed
+    )
+    if not records:
+        raise StageError(f"no chat records in the {g.split} split to generate for")
+    device = pick_device()
+    tok = load_tokenizer(ref.path)
+    model = load_model(
+        ref.path, dtype=recipe.model.dtype, attn=recipe.model.attn_implementation, device=device
+    ).eval()
+    fmt = ChatFormatter(tok, recipe.model.system_prompt, recipe.model.chat_template_kwargs)
+    budget = max(recipe.data.max_seq_len, 64)
+    prompts = []
+    for r in records:
+        row, _ = tokenize_chat(fmt, r, budget, "truncate_prompt")
+        if row is None:
+            continue
+        n_prompt = row["n_tokens"] - row["n_loss_tokens"]
+        prompts.append((r, row["input_ids"][:n_prompt]))
+    prompts.sort(key=lambda x: len(x[1]))
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    eos = _stop_ids(tok, model)
+    results = []
+    t0 = time.perf_counter()
+    new_tokens = 0
+    batches = [prompts[i : i + g.batch_size] for i in range(0, len(prompts), g.batch_size)]
+    for batch in track(batches, f"generate [{ref.label}]", unit="batch"):
+        width = max(len(p) for _, p in batch)
+        ids = torch.tensor([[pad] * (width - len(p)) + p for _, p in batch], device=device)
+        mask = torch.tensor(
+            [[0] * (width - len(p)) + [1] * len(p) for _, p in batch], device=device
+        )
+        with torch.inference_mode():
+            gen = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                do_sample=False,
+                max_new_tokens=g.max_new_tokens,
+                eos_token_id=eos,
+                pad_token_id=pad,
+            )
+        for (rec, p), seq in zip(batch, gen[:, width:].tolist(), strict=True):
+            stopped = any(t in eos for t in seq)
+            if stopped:
+                seq = seq[: min(seq.index(t) for t in eos if t in seq)]
+            new_tokens += len(seq)
+            results.append(
+                {
+                    "task": rec["task"],
+                    "source": rec["source"],
+                    "note_id": rec["note_id"],
+                    "patient_id": rec["patient_id"],
+                    "prediction": tok.decode(seq, skip_special_tokens=True).strip(),
+                    "reference": rec["completion"],
+                    "prompt_tokens": len(p),
+                    "new_tokens": len(seq),
+                    "stopped": stopped,
+                }
+            )
+    wall = time.perf_counter() - t0
+    results.sort(key=lambda r: (r["task"], r["note_id"]))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_path, "w", encoding="utf-8") as f:
+        for r in results:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    write_manifest(
+        out_dir / ref.label,
+        stage=f"generate:{ref.label}",
+        fp=fp,
+        config=cfg,
+        inputs={"model": str(ref.path)},
+        counts={
+            "examples": len(results),
+            "new_tokens": new_tokens,
+            "wall_s": round(wall, 2),
+            "new_tokens_per_s": round(new_tokens / wall, 1) if wall else None,
+        },
+        outputs=[out_path],
+    )
+    del model
+    return out_path
+
+
+def _stop_ids(tok: Any, model: Any) -> list[int]:
+    ids = {tok.eos_token_id}
+    gen_eos = getattr(model.generation_config, "eos_token_id", None)
+    if isinstance(gen_eos, int):
+        ids.add(gen_eos)
+    elif isinstance(gen_eos, list):
+        ids.update(gen_eos)
+    return sorted(i for i in ids if i is not None)
+
+
+def generate(recipe: Recipe, layout: RunLayout, *, force: bool = False) -> dict[str, Path]:
+    out = {}
+    for name in recipe.evaluate.models:
+        ref = resolve_eval_model(recipe, layout, name)
+        out[ref.label] = generate_for_model(recipe, layout, ref, force=force)
+    return out
+
+
+def read_generations(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,411 @@
+"""The recipe: one YAML file, validated by pydantic, drives every stage.
+
+Every CLI flag maps to a field here (``--set a.b=c`` reaches any of them). Unknown keys, wrong
+types and missing files are one-line :class:`RecipeError` messages naming the key and the file.
+
+Paths in a recipe are relative to the recipe file; ``pkg://...`` names data bundled with the
+package (the quickstart sample).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.resources
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from clinitune.data.sections import CANONICAL_SECTIONS, PRESENTATION_SECTIONS
+from clinitune.errors import RecipeError
+
+PKG_PREFIX = "pkg://"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+# --------------------------------------------------------------------------------------- model
+class ModelSpec(Strict):
+    name: str = "smollm2-135m-instruct"
+    """An embedded name (``smollm2-135m-instruct``), a local HF-format directory, or a hub id."""
+    revision: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """``auto``: float32 on CPU (bf16 is ~100x slower on AVX2 CPUs), bfloat16 on GPU."""
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    system_prompt: str | None = None
+    """System message for chat-formatted records; ``None`` keeps the template's own default."""
+    chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Passed to ``apply_chat_template`` (e.g. ``enable_thinking: false`` for Qwen3 hybrids)."""
+
+
+# ---------------------------------------------------------------------------------------- data
+class ColumnMap(Strict):
+    note_id: str
+    patient_id: str | None = None
+    """No patient column: splits fall back to note id, with a warning (leakage risk)."""
+    text: str
+    dialogue: str | None = None
+    meta: dict[str, str] = Field(default_factory=dict)
+    """Extra columns to carry along: record field name -> column name."""
+
+
+class SourceSpec(Strict):
+    name: str
+    path: str
+    format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
+    encoding: str = "utf-8"
+    columns: ColumnMap
+    tasks: list[str] = Field(min_length=1)
+    limit: int | None = Field(default=None, ge=1)
+    """Read at most this many rows (for smoke runs)."""
+
+
+class MdmTask(Strict):
+    """Presentation sections -> medical decision making (or assessment & plan)."""
+
+    type: Literal["mdm"] = "mdm"
+    inputs: list[str] = Field(default_factory=lambda: list(PRESENTATION_SECTIONS))
+    targets: list[list[str]] = Field(
+        default_factory=lambda: [["mdm"], ["assessment_and_plan"], ["assessment", "plan"]]
+    )
+    """Ordered alternatives; the first whose sections are present in a note is the completion
+    (sections of one alternative are joined in order). A bare string is a one-section group."""
+    instruction: str = (
+        "You are an emergency physician. Based on the patient presentation below, write the "
+        "medical decision making / assessment and plan section of the note."
+    )
+    min_target_chars: int = 20
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _groups(cls, v: Any) -> Any:
+        return [[t] if isinstance(t, str) else t for t in v] if isinstance(v, list) else v
+
+    @field_validator("inputs", "targets")
+    @classmethod
+    def _known_sections(cls, v: list[Any]) -> list[Any]:
+        flat = [x for t in v for x in (t if isinstance(t, list) else [t])]
+        bad = [s for s in flat if s not in CANONICAL_SECTIONS]
+        if bad:
+            raise ValueError(f"unknown section {bad[0]!r}; known: {', '.join(CANONICAL_SECTIONS)}")
+        return v
+
+
+class SoapTask(Strict):
+    """Doctor-patient dialogue -> clinical note (or one section of it)."""
+
+    type: Literal["soap"] = "soap"
+    instruction: str = "Write the clinical note for this doctor-patient conversation."
+    section_field: str | None = None
+    """Meta field naming the target section (MTS-Dialog); the prompt then asks for that section."""
+    section_instruction: str = (
+        "Write the '{section}' section of the clinical note for this doctor-patient conversation."
+    )
+
+
+class CptTask(Strict):
+    """Raw text for continued pretraining: long documents are chunked, never truncated."""
+
+    type: Literal["cpt"] = "cpt"
+    field: Literal["text", "dialogue"] = "text"
+
+
+TaskSpec = Annotated[MdmTask | SoapTask | CptTask, Field(discriminator="type")]
+
+
+class SplitSpec(Strict):
+    valid: float = Field(default=0.1, ge=0.0, lt=1.0)
+    test: float = Field(default=0.1, ge=0.0, lt=1.0)
+    salt: str = "clinitune"
+    """Changing the salt reshuffles which patients land in which split (deterministically)."""
+
+    @model_validator(mode="after")
+    def _fractions(self) -> SplitSpec:
+        if self.valid + self.test >= 1.0:
+            raise ValueError("valid + test must be < 1")
+        return self
+
+
+class DataSpec(Strict):
+    sources: list[SourceSpec] = Field(min_length=1)
+    tasks: dict[str, TaskSpec] = Field(min_length=1)
+    split: SplitSpec = Field(default_factory=SplitSpec)
+    max_seq_len: int = Field(default=1024, ge=32)
+    overlong: Literal["truncate_prompt", "drop"] = "truncate_prompt"
+    """SFT records longer than max_seq_len: cut the prompt from the left (keeping the
+    instruction and the completion whole) or drop the record. Both are counted and reported."""
+    mix: dict[str, float] | None = None
+    """Source name -> sampling weight for training (up/down-sampling recorded in the manifest).
+    ``None``: every record once."""
+
+    @model_validator(mode="after")
+    def _refs(self) -> DataSpec:
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError("source names must be unique")
+        for i, s in enumerate(self.sources):
+            for t in s.tasks:
+                if t not in self.tasks:
+                    raise ValueError(
+                        f"sources.{i}.tasks: unknown task {t!r} (define it in data.tasks)"
+                    )
+        if self.mix:
+            for k, w in self.mix.items():
+                if k not in names:
+                    raise ValueError(f"mix: unknown source {k!r}")
+                if w < 0:
+                    raise ValueError(f"mix.{k}: weight must be >= 0")
+        return self
+
+
+# --------------------------------------------------------------------------------------- train
+class LoraSpec(Strict):
+    r: int = Field(default=16, ge=1)
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] | str = "all-linear"
+
+
+class StageSpec(Strict):
+    name: str
+    kind: Literal["cpt", "sft", "task"]
+    tasks: list[str] = Field(min_length=1)
+    method: Literal["full", "lora"] = "full"
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    max_steps: int = Field(default=100, ge=1)
+    learning_rate: float = Field(default=2e-5, gt=0)
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    warmup_ratio: float = Field(default=0.05, ge=0, lt=1)
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    batch_size: int = Field(default=4, ge=1)
+    """Examples per micro-batch, flattened padding-free into one row (no cross-example attention)."""
+    grad_accum: int = Field(default=1, ge=1)
+    gradient_checkpointing: bool = False
+    logging_steps: int = Field(default=1, ge=1)
+    merge_lora: bool = True
+    """Save LoRA stages merged into full weights (the next stage and evaluation load plain HF)."""
+
+
+# ------------------------------------------------------------------------------------ evaluate
+class HeldOutSpec(Strict):
+    enabled: bool = True
+    split: Literal["valid", "test"] = "test"
+    tasks: list[str] | None = None
+    max_examples: int | None = Field(default=64, ge=1)
+
+
+class GenerationSpec(Strict):
+    enabled: bool = True
+    split: Literal["valid", "test"] = "test"
+    tasks: list[str] | None = None
+    max_examples: int | None = Field(default=16, ge=1)
+    """Per task; a seeded random sample of the split (never "the first N")."""
+    max_new_tokens: int = Field(default=256, ge=1)
+    batch_size: int = Field(default=8, ge=1)
+
+
+class McqSpec(Strict):
+    name: str
+    path: str
+    format: Literal["mmlu_csv", "pubmedqa_json", "medmcqa_jsonl"]
+    n: int | None = Field(default=None, ge=1)
+    """Seeded random sample of n questions (benchmark files are often sorted by answer)."""
+    batch_size: int = Field(default=8, ge=1)
+
+
+class EvaluateSpec(Strict):
+    models: list[str] = Field(default_factory=lambda: ["base", "final"])
+    """``base`` (the recipe model), ``final`` (the last train stage), a stage name, or a path."""
+    held_out: HeldOutSpec = Field(default_factory=HeldOutSpec)
+    generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    mcq: list[McqSpec] = Field(default_factory=list)
+
+
+class ReportSpec(Strict):
+    include_examples: int = Field(default=0, ge=0)
+    """Example generations to show in the report. 0 by default: generated and reference notes
+    are derived from PHI."""
+
+
+class Recipe(Strict):
+    name: str
+    seed: int = 0
+    run_dir: str | None = None
+    """Default ``runs/<name>`` under the current directory."""
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    data: DataSpec
+    train: list[StageSpec] = Field(default_factory=list)
+    evaluate: EvaluateSpec = Field(default_factory=EvaluateSpec)
+    report: ReportSpec = Field(default_factory=ReportSpec)
+
+    # Set by load_recipe: where relative paths are resolved from. Not a YAML key.
+    _base_dir: Path = Path(".")
+
+    @model_validator(mode="after")
+    def _stage_refs(self) -> Recipe:
+        names = [s.name for s in self.train]
+        if len(set(names)) != len(names):
+            raise ValueError("train stage names must be unique")
+        reserved = {"base", "final"} & set(names)
+        if reserved:
+            raise ValueError(f"train stage name {sorted(reserved)[0]!r} is reserved")
+        for i, st in enumerate(self.train):
+            for t in st.tasks:
+                if t not in self.data.tasks:
+                    raise ValueError(f"train.{i}.tasks: unknown task {t!r}")
+                kind = self.data.tasks[t].type
+                if (st.kind == "cpt") != (kind == "cpt"):
+                    raise ValueError(
+                        f"train.{i}: a {st.kind!r} stage cannot train on {kind!r} task {t!r}"
+                    )
+        for key in ("held_out", "generation"):
+            tasks = getattr(self.evaluate, key).tasks or []
+            for t in tasks:
+                if t not in self.data.tasks:
+                    raise ValueError(f"evaluate.{key}.tasks: unknown task {t!r}")
+        for m in self.evaluate.models:
+            if m not in {"base", "final", *names} and "/" not in m and not m.startswith("."):
+                raise ValueError(f"evaluate.models: {m!r} is not base, final, a stage or a path")
+        return self
+
+    # ------------------------------------------------------------------ path helpers
+    def resolve_path(self, p: str) -> Path:
+        return resolve_path(p, self._base_dir)
+
+    @property
+    def run_path(self) -> Path:
+        return Path(self.run_dir) if self.run_dir else Path("runs") / self.name
+
+
+# ------------------------------------------------------------------------------- loading
+def resolve_path(p: str, base_dir: Path) -> Path:
+    if p.startswith(PKG_PREFIX):
+        return Path(str(importlib.resources.files("clinitune"))) / p[len(PKG_PREFIX) :]
+    path = Path(p).expanduser()
+    return path if path.is_absolute() else (base_dir / path)
+
+
+def bundled_recipe(name: str) -> Path:
+    """Path of a recipe shipped in the package (``quickstart``, ``mdm_qwen3_4b``, ``heal_soap``)."""
+    root = Path(str(importlib.resources.files("clinitune"))) / "recipes"
+    path = root / f"{name}.yaml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in root.glob("*.yaml")))
+        raise RecipeError(f"no bundled recipe {name!r}; bundled: {known}")
+    return path
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str], origin: str) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (value parsed as YAML). List items are addressed by
+    index (``train.0.max_steps``) or by their ``name`` (``train.sft.max_steps``)."""
+    data = copy.deepcopy(data)
+    for ov in overrides:
+        if "=" not in ov:
+            raise RecipeError(f"--set {ov!r}: expected KEY=VALUE")
+        key, raw = ov.split("=", 1)
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise RecipeError(f"--set {ov!r}: empty key")
+        node: Any = data
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            where = ".".join(parts[: i + 1])
+            if isinstance(node, list):
+                idx = _list_index(node, part)
+                if idx is None:
+                    raise RecipeError(f"--set {key}: no item {part!r} at {where} ({origin})")
+                if last:
+                    node[idx] = _parse_value(raw)
+                else:
+                    node = node[idx]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = _parse_value(raw)
+                else:
+                    if node.get(part) is None:
+                        node[part] = {}
+                    node = node[part]
+            else:
+                raise RecipeError(f"--set {key}: {where} is not a mapping or list ({origin})")
+    return data
+
+
+def _list_index(node: list[Any], part: str) -> int | None:
+    if part.lstrip("-").isdigit():
+        idx = int(part)
+        return idx if -len(node) <= idx < len(node) else None
+    for j, item in enumerate(node):
+        if isinstance(item, dict) and item.get("name") == part:
+            return j
+    return None
+
+
+def _format_validation_error(err: ValidationError, origin: str) -> str:
+    errors = err.errors()
+    first = errors[0]
+    loc = ".".join(str(x) for x in first["loc"] if not str(x).startswith("function-"))
+    # Discriminated unions put the tag in the location (tasks.mdm.mdm.inputs): drop repeats.
+    parts = loc.split(".")
+    loc = ".".join(p for i, p in enumerate(parts) if i == 0 or p != parts[i - 1]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif first["type"] == "missing":
+        msg = "missing required key"
+    else:
+        msg = first["msg"].removeprefix("Value error, ")
+    more = f" (and {len(errors) - 1} more error(s))" if len(errors) > 1 else ""
+    return f"{origin}: {loc}: {msg}{more}"
+
+
+def recipe_from_dict(data: dict[str, Any], origin: str, base_dir: Path) -> Recipe:
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as e:
+        raise RecipeError(_format_validation_error(e, origin)) from None
+    recipe._base_dir = base_dir
+    _check_files(recipe, origin)
+    return recipe
+
+
+def _check_files(recipe: Recipe, origin: str) -> None:
+    for i, src in enumerate(recipe.data.sources):
+        if not recipe.resolve_path(src.path).exists():
+            raise RecipeError(f"{origin}: data.sources.{i}.path: file not found: {src.path}")
+    for i, mcq in enumerate(recipe.evaluate.mcq):
+        if not recipe.resolve_path(mcq.path).exists():
+            raise RecipeError(f"{origin}: evaluate.mcq.{i}.path: file not found: {mcq.path}")
+
+
+def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
+    """Load, override and validate a recipe file (or a bundled recipe name)."""
+    p = Path(path)
+    if not p.exists() and p.suffix == "" and "/" not in str(path):
+        p = bundled_recipe(str(path))
+    if not p.exists():
+        raise RecipeError(f"recipe file not found: {path}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise RecipeError(f"{p}:{where}: invalid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{p}: a recipe must be a YAML mapping")
+    data = apply_overrides(data, overrides, str(p))
+    return recipe_from_dict(data, str(p), p.resolve().parent)
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    return recipe.model_dump(mode="json")

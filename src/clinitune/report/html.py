@@ -1,0 +1,281 @@
+"""``clinitune report``: one self-contained ``report.html`` (plots embedded as PNG) from the run's
+artifacts: ``eval/metrics.json``, the stages' ``train_log.jsonl`` and the prepare manifest.
+
+Generated text is derived from PHI: it appears only when ``report.include_examples > 0``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import html
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, select_autoescape
+
+from clinitune.errors import StageError
+from clinitune.recipe import Recipe
+from clinitune.run import RunLayout, atomic_write_text, library_versions, read_manifest
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _read_log(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def loss_plot(stage_logs: dict[str, list[dict[str, Any]]]) -> str | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not any(stage_logs.values()):
+        return None
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    offset = 0
+    for name, rows in stage_logs.items():
+        pts = [(r["step"] + offset, r["loss"]) for r in rows if "loss" in r]
+        if not pts:
+            continue
+        xs, ys = zip(*pts, strict=True)
+        ax.plot(xs, ys, alpha=0.35, lw=1)
+        w = max(1, len(ys) // 8)
+        smooth = [
+            sum(ys[max(0, i - w + 1) : i + 1]) / len(ys[max(0, i - w + 1) : i + 1])
+            for i in range(len(ys))
+        ]
+        ax.plot(xs, smooth, lw=2, label=f"{name} (moving avg, w={w})")
+        offset = xs[-1]
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss (completion tokens)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def bars_plot(metrics: dict[str, Any]) -> str | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(metrics["models"])
+    panels = []
+    if all("held_out" in metrics["models"][m] for m in models):
+        panels.append(
+            (
+                "held-out loss (lower is better)",
+                [metrics["models"][m]["held_out"]["loss"] for m in models],
+            )
+        )
+    if all("rouge" in metrics["models"][m] for m in models):
+        panels.append(("ROUGE-Lsum", [metrics["models"][m]["rouge"]["rougeLsum"] for m in models]))
+    mc = metrics["models"][models[0]].get("mcq", {})
+    for name in mc:
+        panels.append((f"{name} acc", [metrics["models"][m]["mcq"][name]["acc"] for m in models]))
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 2.8))
+    axes = [axes] if len(panels) == 1 else list(axes)
+    for ax, (title, vals) in zip(axes, panels, strict=True):
+        ax.bar(models, vals, color=["#9aa5b1", "#2f6fb0", "#3a9a5b", "#c47f2c"][: len(vals)])
+        ax.set_title(title, fontsize=9)
+        for i, v in enumerate(vals):
+            ax.text(i, v, f"{v:.3g}", ha="center", va="bottom", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def _fmt(x: Any, nd: int = 3) -> str:
+    if isinstance(x, float):
+        return f"{x:.{nd}f}"
+    return html.escape(str(x))
+
+
+def comparison_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per metric: values per model, and the paired difference vs the baseline."""
+    models = list(metrics["models"])
+    base = metrics["baseline"]
+    rows: list[dict[str, Any]] = []
+
+    def add(name: str, getter: Any, better: str, cmp_getter: Any = None) -> None:
+        vals = []
+        for m in models:
+            try:
+                vals.append(getter(metrics["models"][m]))
+            except (KeyError, TypeError):
+                vals.append(None)
+        cmp = {}
+        for m in models:
+            if m == base or cmp_getter is None:
+                continue
+            with contextlib.suppress(KeyError, TypeError):
+                cmp[m] = cmp_getter(metrics["comparisons"][m])
+        rows.append({"name": name, "values": vals, "better": better, "cmp": cmp})
+
+    mb = metrics["models"][base]
+    if "held_out" in mb:
+        add(
+            "held-out loss (all tasks, token-weighted)",
+            lambda d: d["held_out"]["loss"],
+            "lower",
+            lambda c: c["held_out_loss"],
+        )
+        add("held-out perplexity", lambda d: d["held_out"]["perplexity"], "lower")
+        for t in mb["held_out"]["by_task"]:
+            add(f"held-out loss · {t}", lambda d, t=t: d["held_out"]["by_task"][t]["loss"], "lower")
+    if "rouge" in mb:
+        for k, label in (
+            ("rouge1", "ROUGE-1"),
+            ("rouge2", "ROUGE-2"),
+            ("rougeL", "ROUGE-L"),
+            ("rougeLsum", "ROUGE-Lsum"),
+        ):
+            add(
+                f"{label} (all generations)",
+                lambda d, k=k: d["rouge"][k],
+                "higher",
+                (lambda c, k=k: c["rouge"][k]) if k != "rougeL" else None,
+            )
+        for t in mb["rouge"]["by_task"]:
+            add(f"ROUGE-Lsum · {t}", lambda d, t=t: d["rouge"]["by_task"][t]["rougeLsum"], "higher")
+            add(
+                f"stopped by EOS · {t}",
+                lambda d, t=t: d["rouge"]["by_task"][t]["stopped_rate"],
+                "higher",
+            )
+    for name in mb.get("mcq", {}):
+        add(
+            f"{name} acc (n={mb['mcq'][name]['n']}, chance {mb['mcq'][name]['chance']:.2f})",
+            lambda d, n=name: d["mcq"][n]["acc"],
+            "higher",
+            lambda c, n=name: c["mcq"][n],
+        )
+        add(f"{name} acc_norm", lambda d, n=name: d["mcq"][n]["acc_norm"], "higher")
+    return rows
+
+
+TEMPLATE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>clinitune report · {{ name }}</title>
+<style>
+body{font:14px/1.45 system-ui,sans-serif;max-width:1050px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.6em 0 1.4em}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th{background:#f3f5f7}td:first-child,th:first-child{text-align:left}
+.good{color:#17803d;font-weight:600}.bad{color:#b42318;font-weight:600}.muted{color:#667}
+code{background:#f3f5f7;padding:1px 4px;border-radius:3px}
+.ex{border:1px solid #ddd;padding:.6em;margin:.6em 0;white-space:pre-wrap;font-size:12px}
+</style></head><body>
+<h1>clinitune report · {{ name }}</h1>
+<p class="muted">{{ created }} · model <code>{{ model }}</code> · device {{ device }} ·
+clinitune {{ versions.clinitune }} · torch {{ versions.torch }} · transformers {{ versions.transformers }}</p>
+
+<h2>Base vs tuned</h2>
+<p>Baseline: <b>{{ baseline }}</b>. Δ is the paired difference (model − baseline) on the same
+examples with a 95% paired-bootstrap interval (McNemar exact test for accuracies);
+<span class="good">green</span> = significant improvement, <span class="bad">red</span> = significant
+regression, unmarked = not significant at this sample size.</p>
+<table><tr><th>metric</th>{% for m in models %}<th>{{ m }}</th>{% endfor %}{% for m in others %}<th>Δ {{ m }} (95% CI)</th>{% endfor %}</tr>
+{% for r in rows %}<tr><td>{{ r.name }} <span class="muted">({{ r.better }} is better)</span></td>
+{% for v in r.values %}<td>{{ fmt(v) if v is not none else "—" }}</td>{% endfor %}
+{% for m in others %}{% set c = r.cmp.get(m) %}<td class="{{ cls(c, r.better) }}">{% if c %}{{ fmt(c.diff) }}{% if c.ci_low is defined %} [{{ fmt(c.ci_low) }}, {{ fmt(c.ci_high) }}]{% else %} (p={{ fmt(c.p_value) }}){% endif %}{% else %}—{% endif %}</td>{% endfor %}</tr>
+{% endfor %}</table>
+{% if bars %}<img alt="metrics per model" src="data:image/png;base64,{{ bars }}">{% endif %}
+
+<h2>Training</h2>
+{% if loss_png %}<img alt="training loss" src="data:image/png;base64,{{ loss_png }}">{% else %}<p>No training logs.</p>{% endif %}
+<table><tr><th>stage</th><th>steps</th><th>first loss</th><th>last loss</th><th>runtime (s)</th><th>tokens/s (est.)</th><th>trainable params</th><th>device / dtype</th></tr>
+{% for s in stages %}<tr><td>{{ s.name }}</td><td>{{ s.steps }}</td><td>{{ fmt(s.first_loss) }}</td><td>{{ fmt(s.last_loss) }}</td><td>{{ fmt(s.train_runtime_s,1) }}</td><td>{{ fmt(s.tokens_per_s_estimate,1) }}</td><td>{{ "{:,}".format(s.trainable_params) }}</td><td>{{ s.device }} / {{ s.dtype }}</td></tr>{% endfor %}
+</table>
+
+<h2>Data</h2>
+{% for w in warnings %}<p class="bad">⚠ {{ w }}</p>{% endfor %}
+<table><tr><th>source</th><th>rows in</th><th>kept</th><th>quarantined</th><th>reasons</th></tr>
+{% for s, c in ingest.items() %}<tr><td>{{ s }}</td><td>{{ c.rows_in }}</td><td>{{ c.kept }}</td><td>{{ c.quarantined }}</td><td>{{ c.quarantine_reasons or "—" }}</td></tr>{% endfor %}</table>
+<table><tr><th>task ← source</th><th>notes in</th><th>records</th><th>skipped (by reason)</th></tr>
+{% for t, c in tasks.items() %}<tr><td>{{ t }}</td><td>{{ c.notes_in }}</td><td>{{ c.records }}</td><td>{{ c.skipped or "—" }}</td></tr>{% endfor %}</table>
+<table><tr><th>split</th><th>patients</th><th>records</th><th>tokenized rows</th><th>tokens</th><th>loss tokens</th><th>status</th></tr>
+{% for s, c in split.items() %}<tr><td>{{ s }}</td><td>{{ c.patients }}</td><td>{{ c.records }}</td><td>{{ tok[s].rows_out }}</td><td>{{ "{:,}".format(tok[s].tokens) }}</td><td>{{ "{:,}".format(tok[s].loss_tokens) }}</td><td>{{ tok[s].status }}</td></tr>{% endfor %}</table>
+<p class="muted">Patients are assigned to splits by a salted hash of their id: no patient is in two splits.
+"truncated" records had the end of their prompt cut to fit <code>data.max_seq_len</code>; none are dropped silently.</p>
+
+{% if examples %}<h2>Example generations</h2><p class="bad">Contains text derived from notes: do not share outside your site.</p>
+{% for e in examples %}<h3>{{ e.model }} · {{ e.task }} · {{ e.note_id }}</h3><div class="ex"><b>prediction</b>
+{{ e.prediction }}</div><div class="ex"><b>reference</b>
+{{ e.reference }}</div>{% endfor %}{% endif %}
+
+<h2>Caveats</h2><ul>
+<li>Sample sizes are small in the quickstart; intervals are wide. Use the CIs, not the point estimates.</li>
+<li>Held-out loss is measured on completion tokens of the test split with the prompts the model was trained with.</li>
+<li>Multiple-choice accuracy is zero-shot log-likelihood scoring of a seeded random sample.</li>
+</ul>
+<p class="muted">Machine-readable: <code>eval/metrics.json</code>; per-example values: <code>eval/per_example/</code>.</p>
+</body></html>"""
+
+
+def _cls(c: dict[str, Any] | None, better: str) -> str:
+    if not c or not c.get("significant"):
+        return ""
+    improved = (c["diff"] < 0) if better == "lower" else (c["diff"] > 0)
+    return "good" if improved else "bad"
+
+
+def write_report(recipe: Recipe, layout: RunLayout) -> Path:
+    if not layout.metrics.exists():
+        raise StageError(f"{layout.metrics} not found: run `clinitune evaluate` first")
+    metrics = json.loads(layout.metrics.read_text())
+    prep = read_manifest(layout.prepared) or {}
+    counts = prep.get("counts", {})
+    stage_logs = {s.name: _read_log(layout.stage(s.name) / "train_log.jsonl") for s in recipe.train}
+    stages = []
+    for s in recipe.train:
+        p = layout.stage(s.name) / "summary.json"
+        if p.exists():
+            stages.append({"name": s.name, **json.loads(p.read_text())})
+    examples = []
+    k = recipe.report.include_examples
+    if k:
+        for m in metrics["models"]:
+            p = layout.generations / f"{m}.jsonl"
+            if p.exists():
+                rows = [json.loads(x) for x in p.read_text().splitlines() if x.strip()][:k]
+                examples += [{"model": m, **r} for r in rows]
+    models = list(metrics["models"])
+    env = Environment(autoescape=select_autoescape(default=True))
+    page = env.from_string(TEMPLATE).render(
+        name=recipe.name,
+        created=time.strftime("%Y-%m-%d %H:%M"),
+        model=recipe.model.name,
+        device=stages[0]["device"] if stages else "—",
+        versions=library_versions(),
+        baseline=metrics["baseline"],
+        models=models,
+        others=[m for m in models if m != metrics["baseline"]],
+        rows=comparison_rows(metrics),
+        fmt=_fmt,
+        cls=_cls,
+        bars=bars_plot(metrics),
+        loss_png=loss_plot(stage_logs),
+        stages=stages,
+        warnings=prep.get("warnings", []),
+        ingest=counts.get("ingest", {}),
+        tasks=counts.get("tasks", {}),
+        split=counts.get("split", {}),
+        tok=counts.get("tokenize", {}),
+        examples=examples,
+    )
+    atomic_write_text(layout.report, page)
+    return layout.report

@@ -1,0 +1,1 @@
+"""Training: the stage runner (``runner.py``)."""
