@@ -37,7 +37,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 RecipeArg = Annotated[
     str,
     typer.Argument(
-        help="Recipe YAML file, or the name of a bundled recipe (quickstart, mdm_qwen3_4b, heal_soap)."
+        help="Recipe YAML file, or a bundled recipe name (quickstart, mdm_qwen3_4b, heal_soap)."
     ),
 ]
 SetOpt = Annotated[
@@ -179,7 +179,7 @@ def _summary(metrics: dict[str, Any]) -> None:
     for row in comparison_rows(metrics):
         if "·" in row["name"] and "loss" not in row["name"]:
             continue
-        vals = [f"{v:.3f}" if isinstance(v, float) else "—" for v in row["values"]]
+        vals = [f"{v:.3f}" if isinstance(v, float) else "—" for v in row["vals"]]
         deltas = []
         for m in others:
             c = row["cmp"].get(m)

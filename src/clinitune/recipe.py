@@ -62,6 +62,9 @@ class SourceSpec(Strict):
     tasks: list[str] = Field(min_length=1)
     limit: int | None = Field(default=None, ge=1)
     """Read at most this many rows (for smoke runs)."""
+    patient_namespace: str | None = None
+    """Sources with the same namespace share one patient-id space (the same patient is kept in
+    one split across them). Default: the source name (ids of different exports never match)."""
 
 
 class MdmTask(Strict):
@@ -139,8 +142,9 @@ class DataSpec(Strict):
     """SFT records longer than max_seq_len: cut the prompt from the left (keeping the
     instruction and the completion whole) or drop the record. Both are counted and reported."""
     mix: dict[str, float] | None = None
-    """Source name -> sampling weight for training (up/down-sampling recorded in the manifest).
-    ``None``: every record once."""
+    """Task name -> share of the training tokens among the tasks named here (HEAL-style mixing
+    of general / literature / dialogue / notes streams). Records are up- or down-sampled
+    deterministically and the factors recorded in the manifest. ``None``: every record once."""
 
     @model_validator(mode="after")
     def _refs(self) -> DataSpec:
@@ -155,8 +159,8 @@ class DataSpec(Strict):
                     )
         if self.mix:
             for k, w in self.mix.items():
-                if k not in names:
-                    raise ValueError(f"mix: unknown source {k!r}")
+                if k not in self.tasks:
+                    raise ValueError(f"mix: unknown task {k!r}")
                 if w < 0:
                     raise ValueError(f"mix.{k}: weight must be >= 0")
         return self
@@ -183,7 +187,7 @@ class StageSpec(Strict):
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     batch_size: int = Field(default=4, ge=1)
-    """Examples per micro-batch, flattened padding-free into one row (no cross-example attention)."""
+    """Examples per micro-batch, flattened padding-free into one row (no cross-attention)."""
     grad_accum: int = Field(default=1, ge=1)
     gradient_checkpointing: bool = False
     logging_steps: int = Field(default=1, ge=1)
@@ -302,9 +306,15 @@ def bundled_recipe(name: str) -> Path:
 
 def _parse_value(raw: str) -> Any:
     try:
-        return yaml.safe_load(raw)
+        value = yaml.safe_load(raw)
     except yaml.YAMLError:
         return raw
+    if isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-4" as a string; users mean a number
+            return float(value) if value.strip().lower() not in {"nan", "inf", "-inf"} else value
+        except ValueError:
+            return value
+    return value
 
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str], origin: str) -> dict[str, Any]:

@@ -93,7 +93,15 @@ class ChatFormatter:
                 "(e.g. injected <think> blocks); set model.chat_template_kwargs (such as "
                 "enable_thinking: false) so training and generation see the same tokens"
             )
-        ids = self.encode(full[len(prompt) :])
+        answer = full[len(prompt) :]
+        if not answer.lstrip().startswith(record["completion"].strip()[:50]):
+            raise StageError(
+                "the chat template inserts text before the answer (e.g. an empty <think></think> "
+                "block): the model would learn to emit it while generation prompts lack it; set "
+                "model.chat_template_kwargs (e.g. enable_thinking: false) or use a template "
+                "without it"
+            )
+        ids = self.encode(answer)
         if self.tok.eos_token_id not in ids:
             ids.append(self.tok.eos_token_id)  # the template does not end turns with EOS
         return ids

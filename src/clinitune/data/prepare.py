@@ -88,34 +88,43 @@ def token_path(prepared: Path, split: str) -> Path:
 def _mix(
     rows: list[dict[str, Any]], weights: dict[str, float], seed: int
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Resample train rows so each source's share of tokens matches its weight.
-    Sources not named in the mix keep weight 1 relative to the total of named weights' scale."""
-    by_src: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    """Resample train rows so each mixed task's share of tokens matches its weight (among the
+    tasks named in the mix; other tasks are kept as they are). Whole repeats plus a seeded
+    random fraction: deterministic for a given seed."""
+    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        by_src[r["source"]].append(r)
-    tokens = {s: sum(r["n_tokens"] for r in rs) for s, rs in by_src.items()}
-    w = {s: weights.get(s, 1.0) for s in by_src}
-    total_w = sum(w.values()) or 1.0
+        by_task[r["task"]].append(r)
+    mixed = [t for t in sorted(by_task) if t in weights]
+    tokens = {t: sum(r["n_tokens"] for r in by_task[t]) for t in mixed}
+    total_w = sum(weights[t] for t in mixed) or 1.0
     total_tokens = sum(tokens.values())
     rng = random.Random(seed)
-    out: list[dict[str, Any]] = []
+    out = [r for t, rs in by_task.items() if t not in weights for r in rs]
     report: dict[str, Any] = {}
-    for s in sorted(by_src):
-        target = total_tokens * w[s] / total_w
-        factor = target / tokens[s] if tokens[s] else 0.0
+    for t in mixed:
+        target = total_tokens * weights[t] / total_w
+        factor = target / tokens[t] if tokens[t] else 0.0
         whole, frac = int(factor), factor - int(factor)
-        picked = [r for r in by_src[s] for _ in range(whole)]
-        extra = by_src[s][:]
+        picked = [r for r in by_task[t] for _ in range(whole)]
+        extra = by_task[t][:]
         rng.shuffle(extra)
         picked += extra[: round(frac * len(extra))]
         out += picked
-        report[s] = {
-            "weight": w[s],
-            "tokens_before": tokens[s],
+        report[t] = {
+            "weight": weights[t],
+            "tokens_before": tokens[t],
             "tokens_after": sum(r["n_tokens"] for r in picked),
             "factor": round(factor, 4),
-            "rows_before": len(by_src[s]),
+            "rows_before": len(by_task[t]),
             "rows_after": len(picked),
+        }
+    missing = sorted(set(weights) - set(by_task))
+    for t in missing:
+        report[t] = {
+            "weight": weights[t],
+            "tokens_before": 0,
+            "tokens_after": 0,
+            "note": "no training rows for this task",
         }
     rng.shuffle(out)
     return out, report
@@ -170,12 +179,13 @@ def prepare(recipe: Recipe, layout: RunLayout, *, force: bool = False) -> Prepar
             }
 
     # 3. split by patient -----------------------------------------------------------------
+    namespaces = {s.name: s.patient_namespace or s.name for s in data.sources}
     by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
     patients: dict[str, set[str]] = {s: set() for s in SPLITS}
     for r in records:
-        # Patients are namespaced by source: ids from different exports are different people
-        # unless the site maps them to one id space (then give the sources one patient column).
-        key = f"{r['source']}::{r['patient_id']}"
+        # Patients are namespaced (default: by source; ids of different exports are different
+        # people unless the recipe gives the sources one patient_namespace).
+        key = f"{namespaces[r['source']]}::{r['patient_id']}"
         s = assign_split(key, valid=data.split.valid, test=data.split.test, salt=data.split.salt)
         r["split"] = s
         by_split[s].append(r)

@@ -70,6 +70,9 @@ def nll_per_example(
                 model(
                     input_ids=torch.tensor([ids], device=device),
                     position_ids=torch.tensor([pos], device=device),
+                    # use_cache=True makes the model skip packed-sequence detection and lets the
+                    # flattened examples attend to each other (see train.runner.disable_kv_cache)
+                    use_cache=False,
                 )
                 .logits[0]
                 .float()

@@ -138,32 +138,54 @@ def choice_logprobs(
     """Summed log-probability of each choice continuation given its context.
 
     Context and continuation are tokenized separately and concatenated (as lm-eval does), so
-    the continuation tokens are exactly the scored ones. All choices of a question are scored
-    from one padded batch row each; right padding, so positions need no adjustment."""
+    the continuation tokens are exactly the scored ones. When every choice of a question is a
+    single token (" A".." D", " yes"/" no"/" maybe") one forward pass of the context scores them
+    all; otherwise each choice is its own row. Rows are left-padded with explicit position ids,
+    and only the last positions' logits are computed (``logits_to_keep``): with a 49K-token
+    vocabulary the LM head otherwise dominates the cost of a small model.
+    """
     import torch
 
-    reqs = []
+    # A row: (question, token ids, choices scored from it, context_only).
+    rows: list[tuple[int, list[int], list[tuple[int, list[int]]], bool]] = []
     for qi, q in enumerate(questions):
         ctx = tok(q.context, add_special_tokens=False)["input_ids"]
-        for ci, c in enumerate(q.choices):
-            cont = tok(c, add_special_tokens=False)["input_ids"]
-            reqs.append((qi, ci, ctx, cont))
+        conts = [tok(c, add_special_tokens=False)["input_ids"] for c in q.choices]
+        if all(len(c) == 1 for c in conts):
+            rows.append((qi, ctx, list(enumerate(conts)), True))
+        else:
+            rows += [(qi, ctx + c, [(ci, c)], False) for ci, c in enumerate(conts)]
     out = [[0.0] * len(q.choices) for q in questions]
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    per_batch = batch_size * 4
-    batches = [reqs[i : i + per_batch] for i in range(0, len(reqs), per_batch)]
+    rows.sort(key=lambda r: len(r[1]))
+    batches = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
     for batch in track(batches, desc, unit="batch"):
-        seqs = [ctx + cont for _, _, ctx, cont in batch]
-        width = max(len(s) for s in seqs)
-        ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=device)
-        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=device)
+        width = max(len(r[1]) for r in batch)
+        ids = torch.tensor([[pad] * (width - len(r[1])) + r[1] for r in batch], device=device)
+        mask = torch.tensor(
+            [[0] * (width - len(r[1])) + [1] * len(r[1]) for r in batch], device=device
+        )
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        # Scored positions: the last len(cont) tokens of a multi-token row, or the last
+        # position of a context-only row (it predicts the single-token choices).
+        keep = max(1 if r[3] else len(r[2][0][1]) for r in batch)
         with torch.inference_mode():
-            logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
-        for row, (qi, ci, ctx, cont) in enumerate(batch):
-            start = len(ctx)
-            pos = torch.arange(start - 1, start - 1 + len(cont), device=device)
-            tgt = torch.tensor(cont, device=device)
-            out[qi][ci] = float(logp[row, pos, tgt].sum())
+            logits = model(
+                input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep + 1
+            ).logits.float()
+        logp = torch.log_softmax(logits, -1)  # [B, keep+1, V]; last index = last token
+        for b, (qi, _, conts, context_only) in enumerate(batch):
+            if not context_only:
+                ci, c = conts[0]
+                n = len(c)
+                # logits at index t predict token t+1: the continuation's n tokens are predicted
+                # by the n positions before the last one (index -n-1 .. -2).
+                preds = logp[b, -n - 1 : -1]
+                out[qi][ci] = float(preds.gather(1, torch.tensor(c, device=device)[:, None]).sum())
+            else:
+                last = logp[b, -1]
+                for ci, c in conts:
+                    out[qi][ci] = float(last[c[0]])
     return out
 
 

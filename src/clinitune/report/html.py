@@ -125,7 +125,7 @@ def comparison_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
                 continue
             with contextlib.suppress(KeyError, TypeError):
                 cmp[m] = cmp_getter(metrics["comparisons"][m])
-        rows.append({"name": name, "values": vals, "better": better, "cmp": cmp})
+        rows.append({"name": name, "vals": vals, "better": better, "cmp": cmp})
 
     mb = metrics["models"][base]
     if "held_out" in mb:
@@ -190,7 +190,7 @@ examples with a 95% paired-bootstrap interval (McNemar exact test for accuracies
 regression, unmarked = not significant at this sample size.</p>
 <table><tr><th>metric</th>{% for m in models %}<th>{{ m }}</th>{% endfor %}{% for m in others %}<th>Δ {{ m }} (95% CI)</th>{% endfor %}</tr>
 {% for r in rows %}<tr><td>{{ r.name }} <span class="muted">({{ r.better }} is better)</span></td>
-{% for v in r.values %}<td>{{ fmt(v) if v is not none else "—" }}</td>{% endfor %}
+{% for v in r.vals %}<td>{{ fmt(v) if v is not none else "—" }}</td>{% endfor %}
 {% for m in others %}{% set c = r.cmp.get(m) %}<td class="{{ cls(c, r.better) }}">{% if c %}{{ fmt(c.diff) }}{% if c.ci_low is defined %} [{{ fmt(c.ci_low) }}, {{ fmt(c.ci_high) }}]{% else %} (p={{ fmt(c.p_value) }}){% endif %}{% else %}—{% endif %}</td>{% endfor %}</tr>
 {% endfor %}</table>
 {% if bars %}<img alt="metrics per model" src="data:image/png;base64,{{ bars }}">{% endif %}

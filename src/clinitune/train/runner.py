@@ -148,6 +148,7 @@ def train_stage(
         init_dir, dtype=recipe.model.dtype, attn=recipe.model.attn_implementation, device=device
     )
     tok = load_tokenizer(init_dir)
+    disable_kv_cache(model)
     if st.method == "lora":
         from peft import LoraConfig, get_peft_model
 
@@ -213,6 +214,7 @@ def train_stage(
     trained = trainer.model
     if st.method == "lora" and st.merge_lora:
         trained = trained.merge_and_unload()
+    trained.config.use_cache = True  # for generation with the saved model
     trained.save_pretrained(model_dir)
     tok.save_pretrained(model_dir)
 
@@ -243,6 +245,15 @@ def train_stage(
         outputs=[*model_dir.glob("*"), out / "train_log.jsonl"],
     )
     return StageResult(st.name, model_dir, False, summary)
+
+
+def disable_kv_cache(model: Any) -> None:
+    """Packed (flattened) batches rely on transformers detecting sequence starts from
+    ``position_ids`` and building a block-diagonal mask. With ``use_cache=True`` (most configs'
+    default) Llama-style models create a KV cache in ``forward`` and the detection is skipped
+    (transformers 5.23): packed examples then attend to each other, silently. Training never
+    needs the cache, so it is turned off. ``tests/test_train.py`` pins this."""
+    model.config.use_cache = False
 
 
 def _tokens_seen(rows: list[dict[str, Any]], st: StageSpec, seed: int) -> int:

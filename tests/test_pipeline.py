@@ -1,0 +1,163 @@
+"""Prepare on the bundled samples, then the whole CLI pipeline end to end.
+
+The end-to-end run uses a tiny random Llama (same code paths, seconds on a CPU); the paper
+recipes run at toy scale on the embedded SmolLM2-135M-Instruct, as a user would override them.
+"""
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from clinitune.cli import app
+from clinitune.data.prepare import prepare
+from clinitune.recipe import load_recipe
+from clinitune.run import RunLayout
+
+SMALL = [
+    "data.sources.aci.limit=24",
+    "data.sources.mts.limit=80",
+    "data.max_seq_len=384",
+    "data.split.test=0.25",
+]
+
+
+def _recipe(tmp_path, model_dir, extra=()):
+    return load_recipe(
+        "quickstart", [f"model.name={model_dir}", f"run_dir={tmp_path / 'run'}", *SMALL, *extra]
+    )
+
+
+def test_prepare_books_balance_and_no_patient_leakage(tmp_path, tiny_model_dir):
+    r = _recipe(tmp_path, tiny_model_dir)
+    layout = RunLayout(r.run_path)
+    res = prepare(r, layout)
+    c = res.manifest["counts"]
+    for src in c["ingest"].values():
+        assert src["rows_in"] == src["kept"] + src["quarantined"]
+    for t in c["tasks"].values():
+        assert t["notes_in"] == t["notes_used"] + sum(t["skipped"].values())
+    total_records = sum(t["records"] for t in c["tasks"].values())
+    assert total_records == sum(s["records"] for s in c["split"].values())
+    for s, tk in c["tokenize"].items():
+        st = tk["status"]
+        assert sum(st.values()) == tk["records_in"] == c["split"][s]["records"]
+    # no patient in two splits, checked from the written records
+    seen: dict[str, str] = {}
+    for split in ("train", "valid", "test"):
+        for line in (layout.prepared / "records" / f"{split}.jsonl").read_text().splitlines():
+            rec = json.loads(line)
+            key = f"{rec['source']}::{rec['patient_id']}"
+            assert seen.setdefault(key, split) == split, f"{key} in two splits"
+    # token shards: prompts masked, loss only on completions, lengths within the budget
+    table = pq.read_table(layout.prepared / "tokens" / "train.parquet").to_pylist()
+    assert table and all(len(x["input_ids"]) == len(x["labels"]) <= 384 for x in table)
+    assert all(x["labels"][0] == -100 and x["labels"][-1] != -100 for x in table)
+    m = res.manifest
+    assert m["inputs"] and all(len(h) == 64 for h in m["inputs"].values())
+    assert "transformers" in m["versions"] and m["outputs"]
+    # rerun: up to date -> skipped; a changed recipe -> rebuilt
+    assert prepare(r, layout).skipped
+    r2 = _recipe(tmp_path, tiny_model_dir, ["data.split.salt=other"])
+    assert not prepare(r2, layout).skipped
+
+
+def test_end_to_end_cli_run_tiny_model(tmp_path, tiny_model_dir):
+    run_dir = tmp_path / "e2e"
+    args = ["run", "quickstart", "--model", str(tiny_model_dir), "--run-dir", str(run_dir)]
+    for s in [
+        *SMALL,
+        "train.sft.max_steps=40",
+        "train.sft.learning_rate=3e-3",
+        "train.sft.batch_size=4",
+        "evaluate.held_out.max_examples=8",
+        "evaluate.generation.max_examples=2",
+        "evaluate.generation.max_new_tokens=8",
+        "evaluate.mcq.0.n=8",
+    ]:
+        args += ["--set", s]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    layout = RunLayout(run_dir)
+    for p in [
+        layout.prepared / "manifest.json",
+        layout.stage("sft") / "model" / "model.safetensors",
+        layout.stage("sft") / "train_log.jsonl",
+        layout.generations / "base.jsonl",
+        layout.generations / "final.jsonl",
+        layout.metrics,
+        layout.report,
+    ]:
+        assert p.exists(), p
+    log = [
+        json.loads(x) for x in (layout.stage("sft") / "train_log.jsonl").read_text().splitlines()
+    ]
+    losses = [x["loss"] for x in log if "loss" in x]
+    assert len(losses) == 40
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 1.0, "training loss went down"
+    m = json.loads(layout.metrics.read_text())
+    base, final = m["models"]["base"], m["models"]["final"]
+    assert final["held_out"]["loss"] < base["held_out"]["loss"]
+    assert m["comparisons"]["final"]["held_out_loss"]["diff"] < 0
+    for k in ("rouge1", "rouge2", "rougeLsum"):
+        assert 0 <= final["rouge"][k] <= 100
+    assert 0 <= final["mcq"]["mmlu_medical"]["acc"] <= 1
+    html = layout.report.read_text()
+    assert "Base vs tuned" in html and "data:image/png;base64" in html
+    # notes are PHI: no generated or reference text in the report unless asked for
+    ref = json.loads((layout.generations / "base.jsonl").read_text().splitlines()[0])["reference"]
+    assert ref[:40] not in html
+    # the trained stage loads with plain transformers
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(layout.stage("sft") / "model")
+    # second run: every stage up to date
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0 and res.output.count("up to date") >= 3, res.output
+
+
+TOY = {
+    "mdm_qwen3_4b": ["train.sft.max_steps=1", "train.sft.batch_size=1", "train.sft.grad_accum=1"],
+    "heal_soap": [
+        "train.cpt.max_steps=1",
+        "train.cpt.batch_size=1",
+        "train.cpt.grad_accum=1",
+        "train.sft.max_steps=1",
+        "train.sft.batch_size=1",
+        "train.sft.grad_accum=1",
+    ],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(TOY))
+def test_paper_recipes_run_at_toy_scale_on_embedded_model(tmp_path, name, smollm_dir):
+    args = ["run", name, "--model", "smollm2-135m-instruct", "--run-dir", str(tmp_path / name)]
+    sets = [
+        *TOY[name],
+        "data.max_seq_len=384",
+        "evaluate.held_out.max_examples=1",
+        "evaluate.generation.max_examples=1",
+        "evaluate.generation.max_new_tokens=4",
+        "evaluate.generation.batch_size=2",
+        "evaluate.mcq.0.n=3",
+        "evaluate.mcq.1.n=3",
+        "train.0.gradient_checkpointing=false",
+    ]
+    for s in sets:
+        args += ["--set", s]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / name / "eval" / "metrics.json").read_text())
+    r = load_recipe(name)
+    assert list(m["models"]) == r.evaluate.models
+    if name == "heal_soap":
+        prep = json.loads((tmp_path / name / "prepared" / "manifest.json").read_text())
+        assert set(prep["mix"]) == {"general_cpt", "literature_cpt", "dialogue_cpt", "notes_cpt"}
+        after = {t: v["tokens_after"] for t, v in prep["mix"].items()}
+        total = sum(after.values())
+        for t, v in prep["mix"].items():
+            assert abs(after[t] / total - v["weight"]) < 0.05, (t, after[t] / total)
+    assert Path(tmp_path / name / "report.html").exists()

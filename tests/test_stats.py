@@ -1,0 +1,30 @@
+import numpy as np
+
+from clinitune.evaluate.stats import mcnemar_exact, paired_bootstrap_mean, paired_bootstrap_ratio
+
+
+def test_bootstrap_detects_a_clear_shift_and_not_noise():
+    rng = np.random.default_rng(0)
+    a = rng.normal(0, 1, 200)
+    shifted = paired_bootstrap_mean(a, a + 0.5)
+    assert shifted["significant"] and shifted["ci_low"] > 0.4 and shifted["ci_high"] < 0.6
+    same = paired_bootstrap_mean(a, a + rng.normal(0, 0.01, 200))
+    assert not same["significant"]
+
+
+def test_bootstrap_ratio_is_token_weighted():
+    # Two examples: 1 token with loss 10, 99 tokens with loss 1 each -> weighted loss 109/100.
+    r = paired_bootstrap_ratio([10, 99], [1, 99], [10, 99], [1, 99])
+    assert r["diff"] == 0.0
+    r = paired_bootstrap_ratio([10, 99], [1, 99], [0, 99], [1, 99])
+    assert abs(r["diff"] - (-10 / 100)) < 1e-12
+
+
+def test_mcnemar_exact_values():
+    # 10 discordant pairs all favouring B: p = 2 * 0.5**10
+    a = [False] * 10 + [True] * 5
+    b = [True] * 10 + [True] * 5
+    r = mcnemar_exact(a, b)
+    assert r["b_only"] == 10 and r["a_only"] == 0
+    assert abs(r["p_value"] - 2 * 0.5**10) < 1e-12 and r["significant"]
+    assert mcnemar_exact([True, False], [True, False])["p_value"] == 1.0
