@@ -65,27 +65,40 @@ def nll_per_example(
     for b in track(batches, desc, unit="batch"):
         ids = [t for i in b for t in rows[i]["input_ids"]]
         pos = [p for i in b for p in range(len(rows[i]["input_ids"]))]
-        with torch.inference_mode():
-            logits = (
-                model(
-                    input_ids=torch.tensor([ids], device=device),
-                    position_ids=torch.tensor([pos], device=device),
-                    # use_cache=True makes the model skip packed-sequence detection and lets the
-                    # flattened examples attend to each other (see train.runner.disable_kv_cache)
-                    use_cache=False,
-                )
-                .logits[0]
-                .float()
-            )
+        # Positions whose next token is scored, and which row each belongs to. Only these get
+        # logits (logits_to_keep takes an index tensor): the LM head and the log-softmax over a
+        # large vocabulary run on ~1/4 of the tokens instead of all of them.
+        keep_pos: list[int] = []
+        targets: list[int] = []
+        owner: list[int] = []
         start = 0
-        for i in b:
-            n = len(rows[i]["input_ids"])
-            lab = torch.tensor(rows[i]["labels"][1:], device=device)
-            lp = torch.log_softmax(logits[start : start + n - 1], dim=-1)
-            keep = lab != -100
-            tok_lp = lp[keep].gather(1, lab[keep].unsqueeze(1)).squeeze(1)
-            out[i] = (float(-tok_lp.sum()), int(keep.sum()))
-            start += n
+        for k, i in enumerate(b):
+            labels = rows[i]["labels"]
+            for t in range(len(labels) - 1):
+                if labels[t + 1] != -100:
+                    keep_pos.append(start + t)
+                    targets.append(labels[t + 1])
+                    owner.append(k)
+            start += len(labels)
+        if not keep_pos:
+            continue
+        with torch.inference_mode():
+            logits = model(
+                input_ids=torch.tensor([ids], device=device),
+                position_ids=torch.tensor([pos], device=device),
+                # use_cache=True makes the model skip packed-sequence detection and lets the
+                # flattened examples attend to each other (see train.runner.disable_kv_cache)
+                use_cache=False,
+                logits_to_keep=torch.tensor(keep_pos, device=device),
+            ).logits[0]
+            lp = torch.log_softmax(logits.float(), dim=-1)
+            tok_lp = lp.gather(1, torch.tensor(targets, device=device)[:, None]).squeeze(1)
+        sums = torch.zeros(len(b), dtype=torch.float64).index_add_(
+            0, torch.tensor(owner), tok_lp.double().cpu()
+        )
+        counts = torch.bincount(torch.tensor(owner), minlength=len(b))
+        for k, i in enumerate(b):
+            out[i] = (float(-sums[k]), int(counts[k]))
     return out
 
 

@@ -123,6 +123,36 @@ class _LossLog:
         return LossLog()
 
 
+class _ProgressBar:
+    """A training progress bar with the latest loss (a TrainerCallback, built lazily)."""
+
+    def __new__(cls, stage: str):  # type: ignore[misc]
+        from transformers import TrainerCallback
+
+        from clinitune.progress import bar
+
+        class ProgressBar(TrainerCallback):
+            def __init__(self) -> None:
+                self.pbar: Any = None
+
+            def on_train_begin(self, args, state, control, **kw):
+                self.pbar = bar(f"train [{stage}]", total=state.max_steps, unit="step")
+
+            def on_step_end(self, args, state, control, **kw):
+                if self.pbar is not None:
+                    self.pbar.update(state.global_step - self.pbar.n)
+
+            def on_log(self, args, state, control, logs=None, **kw):
+                if self.pbar is not None and logs and "loss" in logs:
+                    self.pbar.set_postfix(loss=f"{logs['loss']:.3f}")
+
+            def on_train_end(self, args, state, control, **kw):
+                if self.pbar is not None:
+                    self.pbar.close()
+
+        return ProgressBar()
+
+
 def train_stage(
     recipe: Recipe, layout: RunLayout, index: int, *, force: bool = False
 ) -> StageResult:
@@ -187,7 +217,7 @@ def train_stage(
         data_seed=recipe.seed,
         bf16=bf16,
         use_cpu=device == "cpu",
-        gradient_checkpointing=st.gradient_checkpointing,
+        activation_checkpointing=st.gradient_checkpointing,
         remove_unused_columns=False,
         dataloader_num_workers=0,
         disable_tqdm=True,
@@ -200,12 +230,10 @@ def train_stage(
         data_collator=DataCollatorWithFlattening(),
         callbacks=[log],
     )
-    from clinitune.progress import enabled
+    from transformers.trainer_callback import ProgressCallback
 
-    if enabled():
-        from transformers.trainer_callback import ProgressCallback
-
-        trainer.add_callback(ProgressCallback)
+    trainer.remove_callback(ProgressCallback)  # it prints every log dict; ours shows a bar
+    trainer.add_callback(_ProgressBar(st.name))
     t0 = time.perf_counter()
     result = trainer.train()
     wall = time.perf_counter() - t0
@@ -249,10 +277,11 @@ def train_stage(
 
 def disable_kv_cache(model: Any) -> None:
     """Packed (flattened) batches rely on transformers detecting sequence starts from
-    ``position_ids`` and building a block-diagonal mask. With ``use_cache=True`` (most configs'
-    default) Llama-style models create a KV cache in ``forward`` and the detection is skipped
-    (transformers 5.23): packed examples then attend to each other, silently. Training never
-    needs the cache, so it is turned off. ``tests/test_train.py`` pins this."""
+    ``position_ids`` and building a block-diagonal mask, which it skips when the model creates
+    a KV cache in ``forward`` (``use_cache=True``, most configs' default; transformers 5.23):
+    packed examples then silently attend to each other. ``Trainer`` sets
+    ``config.use_cache = args.use_cache`` (False by default); we set it too so the guarantee does
+    not hang on a Trainer default. ``tests/test_train.py`` pins the behaviour."""
     model.config.use_cache = False
 
 
