@@ -86,3 +86,41 @@ def test_real_batch_labels(tokenizer):
     assert "Write the plan" not in text and "Cough" not in text
     assert trained.count(tokenizer.eos_token_id) == 2, "each example's end-of-turn is trained"
     assert batch["position_ids"][0].tolist()[n0] == 0
+
+
+def _lora_run(tmp_path, tiny_model_dir, merge: bool):
+    from clinitune.data.prepare import prepare
+    from clinitune.recipe import load_recipe
+    from clinitune.run import RunLayout
+    from clinitune.train.runner import train
+
+    r = load_recipe("quickstart", [
+        f"model.name={tiny_model_dir}", f"run_dir={tmp_path / 'run'}",
+        "data.sources.aci.limit=6", "data.sources.mts.limit=30", "data.max_seq_len=256",
+        "train.sft.method=lora", "train.sft.max_steps=3", "train.sft.batch_size=2",
+        "train.sft.lora.r=4", f"train.sft.merge_lora={str(merge).lower()}",
+    ])
+    layout = RunLayout(r.run_path)
+    prepare(r, layout)
+    (res,) = train(r, layout)
+    return res
+
+
+def test_lora_stage_merged_loads_as_plain_model(tmp_path, tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    res = _lora_run(tmp_path, tiny_model_dir, merge=True)
+    s = res.summary
+    assert 0 < s["trainable_params"] < s["params"] / 2, "only adapters train"
+    assert not (res.model_dir / "adapter_config.json").exists()
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    merged = AutoModelForCausalLM.from_pretrained(res.model_dir)
+    assert set(merged.state_dict()) == set(base.state_dict()), "no leftover lora_ keys"
+
+
+def test_lora_stage_unmerged_saves_adapter(tmp_path, tiny_model_dir):
+    res = _lora_run(tmp_path, tiny_model_dir, merge=False)
+    assert (res.model_dir / "adapter_config.json").exists()
+    from peft import AutoPeftModelForCausalLM
+
+    AutoPeftModelForCausalLM.from_pretrained(res.model_dir)
