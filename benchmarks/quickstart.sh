@@ -5,6 +5,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 WORK="${1:-$(mktemp -d)}"
+mkdir -p "$WORK"
 export CLINITUNE_CACHE="$WORK/cache"
 /usr/bin/time -v "$ROOT/.venv/bin/clinitune" quickstart --run-dir "$WORK/run" 2> "$WORK/time.txt" \
   | tee "$WORK/summary.txt"

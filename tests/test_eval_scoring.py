@@ -93,7 +93,7 @@ def test_bad_benchmark_files_name_file_and_row(tmp_path):
     p.write_text(
         json.dumps({"question": "q", "opa": 1, "opb": 2, "opc": 3, "opd": 4, "cop": 0}) + "\n"
     )
-    with pytest.raises(DataError, match=r"m\.jsonl: line 1: cop=0 outside 1-4"):
+    with pytest.raises(DataError, match=r"m\.jsonl: line 1: cop=0 is not 1-4"):
         load_questions(McqSpec(name="x", path=str(p), format="medmcqa_jsonl"), p, 0)
     p = tmp_path / "p.json"
     p.write_text(json.dumps({"1": {"QUESTION": "q", "CONTEXTS": []}}))

@@ -80,13 +80,28 @@ def test_parquet(tmp_path):
     }
 
 
-def test_split_is_deterministic_and_proportional():
+def test_split_is_proportional_and_salted():
     ids = [f"patient-{i}" for i in range(20000)]
     a = [assign_split(i, valid=0.1, test=0.2, salt="s") for i in ids]
-    b = [assign_split(i, valid=0.1, test=0.2, salt="s") for i in reversed(ids)][::-1]
-    assert a == b  # independent of order
     share = {s: a.count(s) / len(a) for s in ("train", "valid", "test")}
     assert abs(share["test"] - 0.2) < 0.015 and abs(share["valid"] - 0.1) < 0.015
     c = [assign_split(i, valid=0.1, test=0.2, salt="other") for i in ids]
     assert a != c  # the salt reshuffles
     assert 0 <= hash_unit("x", "s") < 1
+
+
+def test_headerless_csv_error_does_not_echo_the_first_row(tmp_path):
+    p = tmp_path / "noheader.csv"
+    p.write_text(
+        "1,p1,John Q Patient is a 54 year old man with crushing chest pain at rest\n"
+        "2,p2,Second note\n"
+    )
+    with pytest.raises(DataError) as e:
+        ingest_source(_spec(), p)
+    assert "John" not in str(e.value) and "does not look like a header" in str(e.value)
+
+
+def test_jsonl_with_bom_reads_first_row(tmp_path):
+    p = tmp_path / "bom.jsonl"
+    p.write_bytes(b"\xef\xbb\xbf" + json.dumps({"id": 1, "mrn": "a", "note": "x"}).encode() + b"\n")
+    assert ingest_source(_spec(), p).counts["kept"] == 1

@@ -42,28 +42,41 @@ def test_overlong_truncates_prompt_or_drops(tokenizer):
     assert row is None and status == "dropped_completion_too_long"
 
 
+class FakeTemplate:
+    """A tokenizer whose chat template is a Python function of (messages, generation prompt)."""
+
+    def __init__(self, tok, render):
+        self.tok = tok
+        self.render = render
+        self.chat_template = "fake"
+        self.eos_token_id = tok.eos_token_id
+        self.eos_token = tok.eos_token
+
+    def apply_chat_template(self, msgs, tokenize, add_generation_prompt, **kw):
+        return self.render(msgs, add_generation_prompt)
+
+    def __call__(self, text, add_special_tokens=False):
+        return self.tok(text, add_special_tokens=add_special_tokens)
+
+
+def _injects_think(msgs, gen):
+    """Like Qwen3 hybrids: an empty think block before the last assistant answer."""
+    if gen:
+        return "<user>" + msgs[-1]["content"] + "<assistant>"
+    return "<user>" + msgs[-2]["content"] + "<assistant><think></think>" + msgs[-1]["content"]
+
+
+def _rewrites_prompt(msgs, gen):
+    if gen:
+        return "<user>" + msgs[-1]["content"] + "<assistant>"
+    return "<u>" + msgs[-2]["content"] + "<assistant>" + msgs[-1]["content"]
+
+
 def test_template_drift_is_an_error(tokenizer):
-    class Drifting:
-        """A template that rewrites the prompt once an answer is present (like <think>)."""
-
-        def __init__(self, tok):
-            self.tok = tok
-            self.chat_template = "x"
-            self.eos_token_id = tok.eos_token_id
-            self.eos_token = tok.eos_token
-
-        def apply_chat_template(self, msgs, tokenize, add_generation_prompt, **kw):
-            if add_generation_prompt:
-                return "<user>" + msgs[-1]["content"] + "<assistant>"
-            return (
-                "<user>" + msgs[-2]["content"] + "<assistant><think></think>" + msgs[-1]["content"]
-            )
-
-        def __call__(self, text, add_special_tokens=False):
-            return self.tok(text, add_special_tokens=add_special_tokens)
-
-    with pytest.raises(StageError, match="chat template"):
-        ChatFormatter(Drifting(tokenizer)).completion_ids(REC)
+    with pytest.raises(StageError, match="inserts text before the answer"):
+        ChatFormatter(FakeTemplate(tokenizer, _injects_think)).completion_ids(REC)
+    with pytest.raises(StageError, match="renders the prompt differently"):
+        ChatFormatter(FakeTemplate(tokenizer, _rewrites_prompt)).completion_ids(REC)
 
 
 def test_cpt_chunks_cover_every_token(tokenizer):
@@ -75,23 +88,3 @@ def test_cpt_chunks_cover_every_token(tokenizer):
     assert all(r["n_tokens"] <= 64 for r in rows)
     assert rows[-1]["input_ids"][-1] == tokenizer.eos_token_id
     assert all(r["labels"] == r["input_ids"] for r in rows)
-
-
-def test_template_that_rewrites_the_prompt_is_an_error(tokenizer):
-    class Rewriting:
-        def __init__(self, tok):
-            self.tok = tok
-            self.chat_template = "x"
-            self.eos_token_id = tok.eos_token_id
-            self.eos_token = tok.eos_token
-
-        def apply_chat_template(self, msgs, tokenize, add_generation_prompt, **kw):
-            if add_generation_prompt:
-                return "<user>" + msgs[-1]["content"] + "<assistant>"
-            return "<u>" + msgs[-2]["content"] + "<assistant>" + msgs[-1]["content"]
-
-        def __call__(self, text, add_special_tokens=False):
-            return self.tok(text, add_special_tokens=add_special_tokens)
-
-    with pytest.raises(StageError, match="renders the prompt differently"):
-        ChatFormatter(Rewriting(tokenizer)).completion_ids(REC)

@@ -50,6 +50,9 @@ def test_use_cache_false_makes_position_id_packing_exact():
     with torch.no_grad():
         packed = model(input_ids=ids, position_ids=pos).logits[0, 17:]
         alone = model(input_ids=torch.tensor([seqs[1]])).logits[0]
+    # With the cache on, the second example sees the first. If this assert starts failing,
+    # transformers changed the behaviour and disable_kv_cache may no longer be needed.
+    assert not torch.allclose(packed, alone, atol=1e-4)
     model.config.use_cache = False
     with torch.no_grad():
         packed = model(input_ids=ids, position_ids=pos).logits[0, 17:]
@@ -94,12 +97,21 @@ def _lora_run(tmp_path, tiny_model_dir, merge: bool):
     from clinitune.run import RunLayout
     from clinitune.train.runner import train
 
-    r = load_recipe("quickstart", [
-        f"model.name={tiny_model_dir}", f"run_dir={tmp_path / 'run'}",
-        "data.sources.aci.limit=6", "data.sources.mts.limit=30", "data.max_seq_len=256",
-        "train.sft.method=lora", "train.sft.max_steps=3", "train.sft.batch_size=2",
-        "train.sft.lora.r=4", f"train.sft.merge_lora={str(merge).lower()}",
-    ])
+    r = load_recipe(
+        "quickstart",
+        [
+            f"model.name={tiny_model_dir}",
+            f"run_dir={tmp_path / 'run'}",
+            "data.sources.aci.limit=6",
+            "data.sources.mts.limit=30",
+            "data.max_seq_len=256",
+            "train.sft.method=lora",
+            "train.sft.max_steps=3",
+            "train.sft.batch_size=2",
+            "train.sft.lora.r=4",
+            f"train.sft.merge_lora={str(merge).lower()}",
+        ],
+    )
     layout = RunLayout(r.run_path)
     prepare(r, layout)
     (res,) = train(r, layout)

@@ -200,10 +200,11 @@ def prepare(
     set_: SetOpt = None,
     run_dir: RunDirOpt = None,
     model: ModelOpt = None,
+    seed: SeedOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Ingest raw notes, split into sections, build task records, split by patient, tokenize."""
-    r, layout = _load(recipe, set_, run_dir, model)
+    r, layout = _load(recipe, set_, run_dir, model, seed)
     _prepare(r, layout, force)
 
 
@@ -229,12 +230,13 @@ def generate(
     set_: SetOpt = None,
     run_dir: RunDirOpt = None,
     model: ModelOpt = None,
+    seed: SeedOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Generate on the held-out split with every model in evaluate.models."""
     from clinitune.generate import generate as run_generate
 
-    r, layout = _load(recipe, set_, run_dir, model)
+    r, layout = _load(recipe, set_, run_dir, model, seed)
     t0 = time.perf_counter()
     paths = run_generate(r, layout, force=force)
     _done("generate", False, t0, ", ".join(str(p) for p in paths.values()))
@@ -247,18 +249,21 @@ def evaluate(
     set_: SetOpt = None,
     run_dir: RunDirOpt = None,
     model: ModelOpt = None,
+    seed: SeedOpt = None,
     force: ForceOpt = False,
 ) -> None:
     """Evaluate evaluate.models (base vs tuned by default): held-out loss, ROUGE, benchmarks."""
-    r, layout = _load(recipe, set_, run_dir, model)
+    r, layout = _load(recipe, set_, run_dir, model, seed)
     _summary(_evaluate(r, layout, force))
 
 
 @app.command()
 @user_errors
-def report(recipe: RecipeArg, set_: SetOpt = None, run_dir: RunDirOpt = None) -> None:
+def report(
+    recipe: RecipeArg, set_: SetOpt = None, run_dir: RunDirOpt = None, model: ModelOpt = None
+) -> None:
     """Write report.html from the run's metrics, training logs and data manifest."""
-    r, layout = _load(recipe, set_, run_dir)
+    r, layout = _load(recipe, set_, run_dir, model)
     _report(r, layout)
 
 

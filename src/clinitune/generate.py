@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 from clinitune.data.pack import ChatFormatter, tokenize_chat
 from clinitune.data.prepare import read_records
 from clinitune.errors import StageError
-from clinitune.models import load_model, load_tokenizer, pick_device, resolve_model
+from clinitune.models import load_model, load_tokenizer, model_identity, pick_device, resolve_model
 from clinitune.progress import track
 from clinitune.recipe import Recipe
 from clinitune.run import RunLayout, fingerprint, is_up_to_date, read_manifest, write_manifest
@@ -35,23 +36,36 @@ class ModelRef:
 
 
 def resolve_eval_model(recipe: Recipe, layout: RunLayout, name: str) -> ModelRef:
-    """``base`` | ``final`` | a stage name | a path -> a local model directory."""
+    """``base`` | ``final`` | a stage name | a path -> a local model directory, with an identity
+    of its weights (so generations and metrics are redone when the weights change)."""
+    from clinitune.train.runner import check_stage_current, stage_output_identity
+
     if name == "base":
         path = resolve_model(recipe.model.name, recipe.model.revision)
-        return ModelRef("base", path, f"model:{recipe.model.name}:{recipe.model.revision}")
+        return ModelRef("base", path, f"model:{model_identity(path)}")
     stages = [s.name for s in recipe.train]
     if name == "final" or name in stages:
         if not stages:
             raise StageError("evaluate.models names 'final' but the recipe has no train stages")
         stage = stages[-1] if name == "final" else name
-        m = read_manifest(layout.stage(stage))
-        if m is None:
-            raise StageError(f"stage {stage!r} has not been trained: run `clinitune train`")
-        return ModelRef(name, layout.stage(stage) / "model", m["fingerprint"])
+        check_stage_current(recipe, layout, stage)
+        return ModelRef(
+            name, layout.stage(stage) / "model", f"stage:{stage_output_identity(layout, stage)}"
+        )
     path = Path(name)
-    if not (path / "config.json").exists():
+    if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
         raise StageError(f"evaluate.models: {name!r} is not base, final, a stage or a model dir")
-    return ModelRef(path.name, path, f"path:{path.resolve()}")
+    label = re.sub(r"[^A-Za-z0-9_.-]+", "_", name.strip("./")) or "model"
+    return ModelRef(label, path, f"model:{model_identity(path)}")
+
+
+def resolve_eval_models(recipe: Recipe, layout: RunLayout) -> list[ModelRef]:
+    refs = [resolve_eval_model(recipe, layout, n) for n in recipe.evaluate.models]
+    labels = [r.label for r in refs]
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup:
+        raise StageError(f"evaluate.models: two models would both be labelled {dup[0]!r}")
+    return refs
 
 
 def sample_records(
@@ -80,7 +94,12 @@ def generate_for_model(
     prep = read_manifest(layout.prepared)
     if prep is None:
         raise StageError(f"{layout.prepared} has no manifest: run `clinitune prepare` first")
-    cfg = {"generation": g.model_dump(mode="json"), "seed": recipe.seed}
+    cfg = {
+        "generation": g.model_dump(mode="json"),
+        "seed": recipe.seed,
+        "model": recipe.model.model_dump(mode="json", exclude={"name", "revision"}),
+        "max_seq_len": recipe.data.max_seq_len,
+    }
     fp = fingerprint(f"generate:{ref.label}", cfg, {}, [prep["fingerprint"], ref.fingerprint])
     if not force and out_path.exists() and is_up_to_date(out_dir / ref.label, fp):
         return out_path
@@ -97,12 +116,19 @@ def generate_for_model(
     fmt = ChatFormatter(tok, recipe.model.system_prompt, recipe.model.chat_template_kwargs)
     budget = max(recipe.data.max_seq_len, 64)
     prompts = []
+    dropped = 0
     for r in records:
         row, _ = tokenize_chat(fmt, r, budget, "truncate_prompt")
-        if row is None:
+        if row is None:  # the reference alone exceeds max_seq_len: counted in the manifest
+            dropped += 1
             continue
         n_prompt = row["n_tokens"] - row["n_loss_tokens"]
         prompts.append((r, row["input_ids"][:n_prompt]))
+    if not prompts:
+        raise StageError(
+            f"generation: all {len(records)} sampled records have references longer than "
+            "data.max_seq_len; raise it"
+        )
     prompts.sort(key=lambda x: len(x[1]))
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     eos = _stop_ids(tok, model)
@@ -179,8 +205,7 @@ def _stop_ids(tok: Any, model: Any) -> list[int]:
 
 def generate(recipe: Recipe, layout: RunLayout, *, force: bool = False) -> dict[str, Path]:
     out = {}
-    for name in recipe.evaluate.models:
-        ref = resolve_eval_model(recipe, layout, name)
+    for ref in resolve_eval_models(recipe, layout):
         out[ref.label] = generate_for_model(recipe, layout, ref, force=force)
     return out
 

@@ -138,6 +138,24 @@ def _resolve_hub(repo_id: str, revision: str | None) -> Path:
         ) from None
 
 
+def model_identity(path: Path) -> str:
+    """A cheap identity of the weights in a model directory: config + tokenizer contents, and
+    the name, size and mtime of every weight file. Changes when the weights are replaced, so
+    fingerprints of stages that read the model change too."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(path.iterdir()):
+        if not f.is_file():
+            continue
+        if f.suffix in {".json", ".jinja", ".model", ".txt"}:
+            h.update(f.name.encode() + b"\0" + f.read_bytes())
+        elif f.suffix in {".safetensors", ".bin", ".gguf", ".pt"}:
+            st = f.stat()
+            h.update(f"{f.name}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
 def pick_device() -> str:
     import torch
 

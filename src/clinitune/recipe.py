@@ -3,8 +3,9 @@
 Every CLI flag maps to a field here (``--set a.b=c`` reaches any of them). Unknown keys, wrong
 types and missing files are one-line :class:`RecipeError` messages naming the key and the file.
 
-Paths in a recipe are relative to the recipe file; ``pkg://...`` names data bundled with the
-package (the quickstart sample).
+Data and benchmark paths in a recipe are relative to the recipe file; ``pkg://...`` names data
+bundled with the package (the quickstart sample). Model paths and ``run_dir`` are relative to
+the current directory, like any command-line path.
 """
 
 from __future__ import annotations
@@ -97,6 +98,13 @@ class MdmTask(Strict):
             raise ValueError(f"unknown section {bad[0]!r}; known: {', '.join(CANONICAL_SECTIONS)}")
         return v
 
+    @model_validator(mode="after")
+    def _no_answer_in_prompt(self) -> MdmTask:
+        overlap = set(self.inputs) & {s for group in self.targets for s in group}
+        if overlap:
+            raise ValueError(f"section {sorted(overlap)[0]!r} is both an input and a target")
+        return self
+
 
 class SoapTask(Strict):
     """Doctor-patient dialogue -> clinical note (or one section of it)."""
@@ -139,8 +147,9 @@ class DataSpec(Strict):
     split: SplitSpec = Field(default_factory=SplitSpec)
     max_seq_len: int = Field(default=1024, ge=32)
     overlong: Literal["truncate_prompt", "drop"] = "truncate_prompt"
-    """SFT records longer than max_seq_len: cut the prompt from the left (keeping the
-    instruction and the completion whole) or drop the record. Both are counted and reported."""
+    """SFT records longer than max_seq_len: keep the instruction, the beginning of the input and
+    the whole completion, cutting the end of the input (marked ``[...]``), or drop the record.
+    Both are counted and reported."""
     mix: dict[str, float] | None = None
     """Task name -> share of the training tokens among the tasks named here (HEAL-style mixing
     of general / literature / dialogue / notes streams). Records are up- or down-sampled
@@ -223,7 +232,7 @@ class McqSpec(Strict):
 
 
 class EvaluateSpec(Strict):
-    models: list[str] = Field(default_factory=lambda: ["base", "final"])
+    models: list[str] = Field(default_factory=lambda: ["base", "final"], min_length=1)
     """``base`` (the recipe model), ``final`` (the last train stage), a stage name, or a path."""
     held_out: HeldOutSpec = Field(default_factory=HeldOutSpec)
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
@@ -259,6 +268,11 @@ class Recipe(Strict):
         if reserved:
             raise ValueError(f"train stage name {sorted(reserved)[0]!r} is reserved")
         for i, st in enumerate(self.train):
+            if st.method == "lora" and not st.merge_lora and i < len(self.train) - 1:
+                raise ValueError(
+                    f"train.{i}.merge_lora: only the last stage can keep an unmerged adapter "
+                    "(the next stage starts from this stage's full weights)"
+                )
             for t in st.tasks:
                 if t not in self.data.tasks:
                     raise ValueError(f"train.{i}.tasks: unknown task {t!r}")

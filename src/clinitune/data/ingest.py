@@ -59,7 +59,7 @@ def _detect_format(path: Path, fmt: str) -> str:
         (".ndjson", "jsonl"),
         (".parquet", "parquet"),
     ):
-        if suffix.endswith(ext) or suffix.endswith(ext + ".gz"):
+        if suffix.endswith(ext):
             return name
     raise DataError(
         f"{path}: cannot tell the format from the file name; set format: csv|jsonl|parquet"
@@ -69,7 +69,7 @@ def _detect_format(path: Path, fmt: str) -> str:
 def _iter_csv(path: Path, encoding: str) -> Iterator[tuple[int, dict[str, Any]]]:
     # Notes contain commas, quotes and newlines: the csv module handles quoted multi-line fields.
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # notes of 50 KB+ exceed the 128 KB default
-    enc = "utf-8-sig" if encoding.lower().replace("_", "-") in {"utf-8", "utf8"} else encoding
+    enc = _utf8(encoding)
     try:
         with open(path, newline="", encoding=enc) as f:
             reader = csv.DictReader(f)
@@ -84,27 +84,45 @@ def _iter_csv(path: Path, encoding: str) -> Iterator[tuple[int, dict[str, Any]]]
         raise DataError(f"{path}: malformed CSV ({e})") from None
 
 
+def _utf8(encoding: str) -> str:
+    # utf-8-sig reads plain UTF-8 too and drops a leading BOM (Windows exports add one).
+    return "utf-8-sig" if encoding.lower().replace("_", "-") in {"utf-8", "utf8"} else encoding
+
+
 def _iter_jsonl(path: Path, encoding: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    with open(path, encoding=encoding) as f:
-        for i, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                yield i, {"__error__": f"invalid JSON at column {e.colno}"}
-                continue
-            yield i, obj if isinstance(obj, dict) else {"__error__": "not a JSON object"}
+    i = 0
+    try:
+        with open(path, encoding=_utf8(encoding)) as f:
+            for i, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    yield i, {"__error__": f"invalid JSON at column {e.colno}"}
+                    continue
+                yield i, obj if isinstance(obj, dict) else {"__error__": "not a JSON object"}
+    except UnicodeDecodeError:
+        raise DataError(
+            f"{path}: line {i + 1} is not valid {encoding}; set the source's encoding "
+            "(e.g. encoding: latin-1)"
+        ) from None
 
 
 def _iter_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     row = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
-        for rec in batch.to_pylist():
-            row += 1
-            yield row, rec
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+            for rec in batch.to_pylist():
+                row += 1
+                yield row, rec
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(
+            f"{path}: unreadable Parquet after row {row} ({type(e).__name__})"
+        ) from None
 
 
 def iter_rows(path: Path, fmt: str, encoding: str) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -146,7 +164,7 @@ def ingest_source(spec: SourceSpec, path: Path) -> IngestResult:
             if missing:
                 raise DataError(
                     f"{path}: column {missing[0]!r} (from data.sources[{spec.name}].columns) "
-                    f"not found; columns are: {', '.join(map(str, row.keys()))}"
+                    f"not found; {_describe_header(row.keys())}"
                 )
             checked_header = True
         note_id = (_as_str(row.get(cols.note_id)) or "").strip()
@@ -177,6 +195,15 @@ def ingest_source(spec: SourceSpec, path: Path) -> IngestResult:
     return IngestResult(
         spec.name, notes, quarantined, rows_in, reasons, cols.patient_id is not None
     )
+
+
+def _describe_header(keys: Any) -> str:
+    """Column names for an error message -- unless the first line does not look like a header
+    (a headerless export would otherwise echo a note's first row, i.e. PHI)."""
+    names = [str(k) for k in keys]
+    if len(names) > 50 or any(len(n) > 40 or "\n" in n for n in names):
+        return "the first line does not look like a header row (a header is required)"
+    return "columns are: " + ", ".join(names)
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from clinitune.data.ingest import ingest_source
 from clinitune.data.pack import ChatFormatter, tokenize_chat, tokenize_text
 from clinitune.data.split import SPLITS, assign_split
 from clinitune.errors import StageError
-from clinitune.models import load_tokenizer, resolve_model
+from clinitune.models import load_tokenizer, model_identity, resolve_model
 from clinitune.progress import track
 from clinitune.recipe import Recipe
 from clinitune.run import (
@@ -62,8 +62,10 @@ def prepare_config(recipe: Recipe) -> dict[str, Any]:
 
 
 def prepare_fingerprint(recipe: Recipe) -> tuple[str, dict[str, str]]:
+    """Recipe data section + source file hashes + the tokenizer's identity."""
     inputs = {s.name: sha256_file(recipe.resolve_path(s.path)) for s in recipe.data.sources}
-    return fingerprint("prepare", prepare_config(recipe), inputs, []), inputs
+    tokenizer = model_identity(resolve_model(recipe.model.name, recipe.model.revision))
+    return fingerprint("prepare", prepare_config(recipe), inputs, [tokenizer]), inputs
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:

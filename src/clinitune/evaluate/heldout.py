@@ -102,6 +102,10 @@ def nll_per_example(
     return out
 
 
+def _ppl(loss: float) -> float:
+    return math.exp(loss) if loss < 700 else float("inf")
+
+
 @register("held_out")
 def held_out(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
     rows = sample_rows(ctx)
@@ -114,16 +118,18 @@ def held_out(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
         acc[2] += 1
     total_nll = sum(s for s, _ in nll)
     total_n = sum(n for _, n in nll)
+    if total_n == 0:
+        raise StageError("held-out evaluation: the sampled rows have no completion tokens")
     loss = total_nll / total_n
     return {
         "loss": loss,
-        "perplexity": math.exp(loss),
+        "perplexity": _ppl(loss),
         "tokens": total_n,
         "examples": len(rows),
         "by_task": {
             t: {
                 "loss": v[0] / v[1],
-                "perplexity": math.exp(v[0] / v[1]),
+                "perplexity": _ppl(v[0] / v[1]),
                 "tokens": v[1],
                 "examples": v[2],
             }

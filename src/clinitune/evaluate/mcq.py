@@ -17,6 +17,7 @@ are often sorted by answer or subject; "the first N" would be biased).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 from dataclasses import dataclass
@@ -39,15 +40,22 @@ class Question:
     answer: int
 
 
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: byte {e.start} is not valid UTF-8") from None
+
+
 def _mmlu(path: Path) -> list[Question]:
     out = []
-    with open(path, newline="", encoding="utf-8") as f:
+    with io.StringIO(_text(path), newline="") as f:
         for i, row in enumerate(csv.reader(f), start=1):
             if len(row) not in (6, 7):
                 raise DataError(f"{path}: row {i}: expected 6 or 7 columns, got {len(row)}")
             q, a, b, c, d, ans = row[:6]
             subject = row[6] if len(row) == 7 else path.stem.removesuffix("_test")
-            if ans.strip() not in LETTERS:
+            if ans.strip() not in tuple(LETTERS):
                 raise DataError(f"{path}: row {i}: answer {ans.strip()!r} is not one of A-D")
             subj = subject.replace("_", " ")
             ctx = (
@@ -67,7 +75,7 @@ def _mmlu(path: Path) -> list[Question]:
 
 def _pubmedqa(path: Path) -> list[Question]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(_text(path))
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: invalid JSON at line {e.lineno}") from None
     if not isinstance(data, dict):
@@ -75,11 +83,17 @@ def _pubmedqa(path: Path) -> list[Question]:
     labels = ("yes", "no", "maybe")
     out = []
     for pmid, item in data.items():
+        if not isinstance(item, dict):
+            raise DataError(f"{path}: item {pmid}: expected an object")
         for field in ("QUESTION", "CONTEXTS", "final_decision"):
             if field not in item:
                 raise DataError(f"{path}: item {pmid}: missing field {field!r}")
         if item["final_decision"] not in labels:
             raise DataError(f"{path}: item {pmid}: final_decision must be yes/no/maybe")
+        if not isinstance(item["CONTEXTS"], list) or not all(
+            isinstance(c, str) for c in item["CONTEXTS"]
+        ):
+            raise DataError(f"{path}: item {pmid}: CONTEXTS must be a list of strings")
         ctx = f"Abstract: {' '.join(item['CONTEXTS'])}\nQuestion: {item['QUESTION']}\nAnswer:"
         out.append(
             Question(
@@ -91,32 +105,29 @@ def _pubmedqa(path: Path) -> list[Question]:
 
 def _medmcqa(path: Path) -> list[Question]:
     out = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError:
-                raise DataError(f"{path}: line {i}: invalid JSON") from None
-            for field in ("question", "opa", "opb", "opc", "opd", "cop"):
-                if field not in d:
-                    raise DataError(f"{path}: line {i}: missing field {field!r}")
-            cop = int(d["cop"])
-            if cop not in (1, 2, 3, 4):
-                raise DataError(
-                    f"{path}: line {i}: cop={cop} outside 1-4 (this format is "
-                    "1-based; the HF copy is 0-based)"
-                )
-            opts = [d["opa"], d["opb"], d["opc"], d["opd"]]
-            ctx = (
-                "Question: "
-                + d["question"].strip()
-                + "\nChoices:\n"
-                + "".join(f"{LETTERS[j]}. {o}\n" for j, o in enumerate(opts))
-                + "Answer:"
+    for i, line in enumerate(_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError:
+            raise DataError(f"{path}: line {i}: invalid JSON") from None
+        if not isinstance(d, dict):
+            raise DataError(f"{path}: line {i}: expected a JSON object")
+        for field in ("question", "opa", "opb", "opc", "opd", "cop"):
+            if d.get(field) is None:
+                raise DataError(f"{path}: line {i}: missing field {field!r}")
+        cop = d["cop"]
+        if not isinstance(cop, int) or cop not in (1, 2, 3, 4):
+            raise DataError(
+                f"{path}: line {i}: cop={cop!r} is not 1-4 (this format is 1-based; the HF "
+                "copy is 0-based)"
             )
-            out.append(Question(str(d.get("id", i)), ctx, tuple(f" {x}" for x in LETTERS), cop - 1))
+        opts = "".join(
+            f"{LETTERS[j]}. {d[k]}\n" for j, k in enumerate(("opa", "opb", "opc", "opd"))
+        )
+        ctx = f"Question: {str(d['question']).strip()}\nChoices:\n{opts}Answer:"
+        out.append(Question(str(d.get("id", i)), ctx, tuple(f" {x}" for x in LETTERS), cop - 1))
     return out
 
 

@@ -29,6 +29,8 @@ def rouge(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
     if not path.exists():
         raise StageError(f"{path} not found: run `clinitune generate` first")
     gens = read_generations(path)
+    if not gens:
+        raise StageError(f"{path} is empty: no generations to score")
     scores = rouge_scores([g["prediction"] for g in gens], [g["reference"] for g in gens])
     by_task: dict[str, dict[str, Any]] = {}
     for task in sorted({g["task"] for g in gens}):
@@ -43,7 +45,7 @@ def rouge(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
         "examples": len(gens),
         "by_task": by_task,
         "per_example": [
-            {"task": g["task"], "note_id": g["note_id"], **s}
+            {"task": g["task"], "source": g["source"], "note_id": g["note_id"], **s}
             for g, s in zip(gens, scores, strict=True)
         ],
     }

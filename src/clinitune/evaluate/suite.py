@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clinitune.errors import StageError
+
 # Import evaluation modules so they register themselves.
 from clinitune.evaluate import heldout, mcq, rouge  # noqa: F401
 from clinitune.evaluate.registry import EVALUATIONS, EvalContext, LoadedModel
 from clinitune.evaluate.stats import mcnemar_exact, paired_bootstrap_mean, paired_bootstrap_ratio
-from clinitune.generate import generate_for_model, resolve_eval_model
+from clinitune.generate import generate_for_model, resolve_eval_models
 from clinitune.models import load_model, load_tokenizer, pick_device
 from clinitune.recipe import Recipe
 from clinitune.run import (
@@ -26,6 +28,7 @@ from clinitune.run import (
     fingerprint,
     is_up_to_date,
     read_manifest,
+    sha256_file,
     write_json,
     write_manifest,
 )
@@ -51,15 +54,18 @@ def enabled_evaluations(recipe: Recipe) -> list[str]:
 
 
 def evaluate(recipe: Recipe, layout: RunLayout, *, force: bool = False) -> EvalResult:
-    refs = [resolve_eval_model(recipe, layout, n) for n in recipe.evaluate.models]
+    refs = resolve_eval_models(recipe, layout)
     prep = read_manifest(layout.prepared)
-    cfg = {"evaluate": recipe.evaluate.model_dump(mode="json"), "seed": recipe.seed}
-    fp = fingerprint(
-        "evaluate",
-        cfg,
-        {},
-        [prep["fingerprint"] if prep else "none", *(r.fingerprint for r in refs)],
-    )
+    if prep is None:
+        raise StageError(f"{layout.prepared} has no manifest: run `clinitune prepare` first")
+    cfg = {
+        "evaluate": recipe.evaluate.model_dump(mode="json"),
+        "seed": recipe.seed,
+        "model": recipe.model.model_dump(mode="json", exclude={"name", "revision"}),
+        "max_seq_len": recipe.data.max_seq_len,
+    }
+    bench = {m.name: sha256_file(recipe.resolve_path(m.path)) for m in recipe.evaluate.mcq}
+    fp = fingerprint("evaluate", cfg, bench, [prep["fingerprint"], *(r.fingerprint for r in refs)])
     if not force and layout.metrics.exists() and is_up_to_date(layout.evaluation, fp):
         import json
 
@@ -148,8 +154,8 @@ def compare(base: dict[str, Any], other: dict[str, Any], seed: int) -> dict[str,
             seed=seed,
         )
     if "rouge" in base and "rouge" in other:
-        a = {(x["task"], x["note_id"]): x for x in base["rouge"]}
-        b = {(x["task"], x["note_id"]): x for x in other["rouge"]}
+        a = {(x["task"], x["source"], x["note_id"]): x for x in base["rouge"]}
+        b = {(x["task"], x["source"], x["note_id"]): x for x in other["rouge"]}
         keys = sorted(set(a) & set(b))
         if keys:
             out["rouge"] = {

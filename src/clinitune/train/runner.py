@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +29,20 @@ from typing import Any
 
 from clinitune.data.prepare import token_path
 from clinitune.errors import StageError
-from clinitune.models import load_model, load_tokenizer, pick_device, resolve_model
+from clinitune.models import (
+    load_model,
+    load_tokenizer,
+    model_identity,
+    pick_device,
+    resolve_model,
+)
 from clinitune.recipe import Recipe, StageSpec
 from clinitune.run import (
     RunLayout,
     fingerprint,
     is_up_to_date,
     read_manifest,
+    sha256_json,
     write_json,
     write_manifest,
 )
@@ -71,16 +81,43 @@ def _prepared_fp(layout: RunLayout) -> str:
     return m["fingerprint"]
 
 
+def stage_output_identity(layout: RunLayout, stage: str) -> str | None:
+    """Identity of a trained stage's weights: the hashes of its output files."""
+    m = read_manifest(layout.stage(stage))
+    return sha256_json(m["outputs"]) if m else None
+
+
 def stage_fingerprint(recipe: Recipe, layout: RunLayout, index: int) -> str:
+    """Recipe section + prepared data + the exact starting weights (a changed base model
+    directory or a retrained previous stage changes it)."""
     st = recipe.train[index]
     upstream = [_prepared_fp(layout)]
     if index == 0:
-        upstream.append(f"model:{recipe.model.name}:{recipe.model.revision}")
+        base = resolve_model(recipe.model.name, recipe.model.revision)
+        upstream.append(f"model:{model_identity(base)}")
     else:
-        m = read_manifest(layout.stage(recipe.train[index - 1].name))
-        upstream.append(m["fingerprint"] if m else "missing")
-    cfg = {"stage": st.model_dump(mode="json"), "seed": recipe.seed, "dtype": recipe.model.dtype}
+        prev = stage_output_identity(layout, recipe.train[index - 1].name)
+        upstream.append(f"stage:{prev or 'missing'}")
+    cfg = {
+        "stage": st.model_dump(mode="json"),
+        "seed": recipe.seed,
+        "dtype": recipe.model.dtype,
+        "attn": recipe.model.attn_implementation,
+    }
     return fingerprint(f"train:{st.name}", cfg, {}, upstream)
+
+
+def check_stage_current(recipe: Recipe, layout: RunLayout, stage: str) -> None:
+    """Stop evaluation of a stage trained with another recipe, data or starting weights."""
+    idx = [s.name for s in recipe.train].index(stage)
+    m = read_manifest(layout.stage(stage))
+    if m is None:
+        raise StageError(f"stage {stage!r} has not been trained: run `clinitune train`")
+    if m.get("fingerprint") != stage_fingerprint(recipe, layout, idx):
+        raise StageError(
+            f"stage {stage!r} is out of date (its recipe section, the prepared data or its "
+            "starting weights changed since it was trained): run `clinitune train`"
+        )
 
 
 def _load_rows(layout: RunLayout, st: StageSpec, split: str) -> list[dict[str, Any]]:
@@ -230,9 +267,11 @@ def train_stage(
         data_collator=DataCollatorWithFlattening(),
         callbacks=[log],
     )
-    from transformers.trainer_callback import ProgressCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    trainer.remove_callback(ProgressCallback)  # it prints every log dict; ours shows a bar
+    # Both print every log dict to stdout; our bar shows the loss instead.
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
     trainer.add_callback(_ProgressBar(st.name))
     t0 = time.perf_counter()
     result = trainer.train()
@@ -243,8 +282,14 @@ def train_stage(
     if st.method == "lora" and st.merge_lora:
         trained = trained.merge_and_unload()
     trained.config.use_cache = True  # for generation with the saved model
-    trained.save_pretrained(model_dir)
-    tok.save_pretrained(model_dir)
+    # Save into a fresh folder and swap it in: files of an earlier run (e.g. a LoRA adapter
+    # next to full weights) must never survive into the new model directory.
+    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".model."))
+    trained.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    os.replace(tmp, model_dir)
 
     losses = [r["loss"] for r in log.rows if "loss" in r]
     tokens_seen = _tokens_seen(rows, st, recipe.seed)
