@@ -97,6 +97,9 @@ def test_overrides_by_index_and_name():
     assert out["model"]["name"] == "y"
     assert out["evaluate"]["held_out"]["max_examples"] == 2
     assert d["train"][0]["max_steps"] == 3  # input not mutated
+    out = apply_overrides(d, ["model.system_prompt=You are: a doctor", "model.x={a: 1}"], "t")
+    assert out["model"]["system_prompt"] == "You are: a doctor"
+    assert out["model"]["x"] == {"a": 1}
     with pytest.raises(RecipeError, match="no item 'dpo'"):
         apply_overrides(d, ["train.dpo.max_steps=1"], "t")
     with pytest.raises(RecipeError, match="KEY=VALUE"):

@@ -139,9 +139,10 @@ def _train(r: Any, layout: Any, force: bool) -> None:
     for res in run_train(r, layout, force=force):
         s = res.summary
         detail = (
-            f"{s.get('steps')} steps, loss {s.get('first_loss', 0):.3f} -> "
-            f"{s.get('last_loss', 0):.3f}, {s.get('tokens_per_s_estimate')} tok/s"
-            if s.get("first_loss") is not None
+            f"{s.get('steps')} steps, training loss (mean of first/last 5 steps) "
+            f"{s['first_loss_mean5']:.3f} -> {s['last_loss_mean5']:.3f}, "
+            f"{s.get('tokens_per_s_estimate')} tok/s"
+            if s.get("first_loss_mean5") is not None
             else ""
         )
         _done(f"train:{res.name}", res.skipped, t0, detail)

@@ -141,9 +141,51 @@ class SplitSpec(Strict):
         return self
 
 
+class PhiSpec(Strict):
+    """The PHI gate over every text that will be trained on (note text and dialogue)."""
+
+    policy: Literal["off", "report", "redact", "block"] = "redact"
+    """report: count findings by type; redact: replace them with typed placeholders ([NAME],
+    [DATE], ...); block: stop the run if anything is found. Findings are never printed."""
+    name_fields: list[str] = Field(default_factory=list)
+    """Meta fields (``columns.meta`` keys) holding names known for the note, e.g. the patient's
+    first and family name: every whole-word occurrence is flagged."""
+    lexicon: bool = True
+    """Also flag names from a name lexicon when they appear in a name context."""
+    extra_patterns: dict[str, str] = Field(default_factory=dict)
+    """TYPE -> regular expression: site-specific identifiers (e.g. ``MRN: "\\bA\\d{7}\\b"``)."""
+    types: list[str] | None = None
+    """Restrict the gate to these types (default: all)."""
+
+    @field_validator("extra_patterns")
+    @classmethod
+    def _compile(cls, v: dict[str, str]) -> dict[str, str]:
+        import re
+
+        for k, pat in v.items():
+            try:
+                re.compile(pat)
+            except re.error as e:
+                raise ValueError(f"extra_patterns.{k}: invalid regular expression ({e})") from None
+        return v
+
+
+class DedupSpec(Strict):
+    """Exact and near-duplicate notes (copy-forward) within and across sources."""
+
+    exact: bool = True
+    near: bool = True
+    threshold: float = Field(default=0.8, gt=0.0, le=1.0)
+    """Jaccard similarity of word shingles at or above which two notes are near duplicates."""
+    shingle: int = Field(default=5, ge=1)
+    num_perm: int = Field(default=128, ge=16)
+
+
 class DataSpec(Strict):
     sources: list[SourceSpec] = Field(min_length=1)
     tasks: dict[str, TaskSpec] = Field(min_length=1)
+    phi: PhiSpec = Field(default_factory=PhiSpec)
+    dedup: DedupSpec = Field(default_factory=DedupSpec)
     split: SplitSpec = Field(default_factory=SplitSpec)
     max_seq_len: int = Field(default=1024, ge=32)
     overlong: Literal["truncate_prompt", "drop"] = "truncate_prompt"
@@ -166,6 +208,9 @@ class DataSpec(Strict):
                     raise ValueError(
                         f"sources.{i}.tasks: unknown task {t!r} (define it in data.tasks)"
                     )
+        for f in self.phi.name_fields:
+            if not any(f in s.columns.meta for s in self.sources):
+                raise ValueError(f"phi.name_fields: {f!r} is not a columns.meta field of a source")
         if self.mix:
             for k, w in self.mix.items():
                 if k not in self.tasks:
@@ -323,6 +368,8 @@ def _parse_value(raw: str) -> Any:
         value = yaml.safe_load(raw)
     except yaml.YAMLError:
         return raw
+    if isinstance(value, dict) and not raw.lstrip().startswith("{"):
+        return raw  # "You are: a doctor" is text, not a mapping; write {a: b} for a mapping
     if isinstance(value, str):
         try:  # YAML 1.1 reads "1e-4" as a string; users mean a number
             return float(value) if value.strip().lower() not in {"nan", "inf", "-inf"} else value

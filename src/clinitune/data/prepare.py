@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clinitune.data import tasks as task_registry
-from clinitune.data.ingest import ingest_source
+from clinitune.data.ingest import Note, ingest_source
 from clinitune.data.pack import ChatFormatter, tokenize_chat, tokenize_text
 from clinitune.data.split import SPLITS, assign_split
 from clinitune.errors import StageError
@@ -132,6 +132,98 @@ def _mix(
     return out, report
 
 
+def phi_gate(notes: list[tuple[Any, list[Note]]], data: Any) -> dict[str, Any]:
+    """Scan every text that will be trained on (note text and dialogue). Findings are counted
+    by type, never printed; ``redact`` rewrites the notes in place, ``block`` stops the run."""
+    spec = data.phi
+    if spec.policy == "off":
+        return {"policy": "off"}
+    from clinitune.data.phi import PhiScanner, count_by_type, redact
+
+    scanner = PhiScanner(lexicon=spec.lexicon, extra_patterns=spec.extra_patterns, types=spec.types)
+    by_type: Counter[str] = Counter()
+    notes_with = 0
+    total = 0
+    for src, src_notes in notes:
+        for note in track(src_notes, f"PHI gate {src.name}", unit="note"):
+            total += 1
+            names = [note.meta[f] for f in spec.name_fields if note.meta.get(f, "").strip()]
+            found_any = False
+            for field in ("text", "dialogue"):
+                value = getattr(note, field)
+                if not value:
+                    continue
+                findings = scanner.scan(value, names=names)
+                if findings:
+                    found_any = True
+                    by_type.update(count_by_type(findings))
+                    if spec.policy == "redact":
+                        setattr(note, field, redact(value, findings))
+            notes_with += found_any
+    result = {
+        "policy": spec.policy,
+        "notes_scanned": total,
+        "notes_with_findings": notes_with,
+        "findings_by_type": dict(sorted(by_type.items())),
+    }
+    if spec.policy == "block" and by_type:
+        summary = ", ".join(f"{k} {v}" for k, v in sorted(by_type.items()))
+        raise StageError(
+            f"PHI gate (policy: block): {notes_with} of {total} notes contain possible "
+            f"identifiers ({summary}); de-identify them, or set data.phi.policy to redact"
+        )
+    return result
+
+
+def dedup_notes(
+    notes: list[tuple[Any, list[Note]]], data: Any
+) -> tuple[list[tuple[Any, list[Note]]], dict[str, Any], list[dict[str, Any]]]:
+    """Exact and near-duplicate notes within and across sources: one survivor per cluster,
+    the smallest (source, note id). The whole note content is compared (text + dialogue), so
+    identical short targets with different dialogues are not duplicates."""
+    spec = data.dedup
+    flat = [(src, n) for src, ns in notes for n in ns]
+    if not (spec.exact or spec.near) or not flat:
+        return notes, {"in": len(flat), "kept": len(flat), "enabled": False}, []
+    from clinitune.data.dedup import DedupConfig, dedup
+
+    texts = [n.text + ("\n" + n.dialogue if n.dialogue else "") for _, n in flat]
+    keys = [(n.source, n.note_id) for _, n in flat]
+    cfg = DedupConfig(
+        threshold=spec.threshold,
+        num_perm=spec.num_perm,
+        shingle=spec.shingle,
+        exact=spec.exact,
+        near=spec.near,
+    )
+    res = dedup(
+        texts,
+        keys=keys,
+        config=cfg,
+        progress=lambda it: track(it, "dedup", total=len(texts), unit="note"),
+    )
+    kept: dict[str, list[Note]] = {src.name: [] for src, _ in notes}
+    by_source: dict[str, Counter[str]] = {src.name: Counter() for src, _ in notes}
+    for (src, n), keep, reason in zip(flat, res.keep, res.reason, strict=True):
+        if keep:
+            kept[src.name].append(n)
+        else:
+            by_source[src.name][reason or "duplicate"] += 1
+    clusters = [
+        {
+            "survivor": {"source": keys[c[0]][0], "note_id": keys[c[0]][1]},
+            "members": [{"source": keys[i][0], "note_id": keys[i][1]} for i in c[1:]],
+        }
+        for c in res.clusters
+    ]
+    counts = {
+        **res.counts,
+        "dropped_by_source": {k: dict(v) for k, v in by_source.items()},
+        "config": {"threshold": spec.threshold, "shingle": spec.shingle, "num_perm": spec.num_perm},
+    }
+    return [(src, kept[src.name]) for src, _ in notes], counts, clusters
+
+
 def prepare(recipe: Recipe, layout: RunLayout, *, force: bool = False) -> PrepareResult:
     out = layout.prepared
     fp, input_hashes = prepare_fingerprint(recipe)
@@ -158,7 +250,12 @@ def prepare(recipe: Recipe, layout: RunLayout, *, force: bool = False) -> Prepar
             )
     _write_jsonl(out / "quarantine.jsonl", quarantine)
 
-    # 2. tasks --------------------------------------------------------------------------
+    # 2. PHI gate, then dedup (on the de-identified text) ----------------------------------
+    counts["phi"] = phi_gate(notes, data)
+    notes, counts["dedup"], clusters = dedup_notes(notes, data)
+    _write_jsonl(out / "dedup_clusters.jsonl", clusters)
+
+    # 3. tasks --------------------------------------------------------------------------
     records: list[dict[str, Any]] = []
     for src, src_notes in notes:
         for task in src.tasks:
@@ -180,7 +277,7 @@ def prepare(recipe: Recipe, layout: RunLayout, *, force: bool = False) -> Prepar
                 "skipped": dict(skipped),
             }
 
-    # 3. split by patient -----------------------------------------------------------------
+    # 4. split by patient -----------------------------------------------------------------
     namespaces = {s.name: s.patient_namespace or s.name for s in data.sources}
     by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
     patients: dict[str, set[str]] = {s: set() for s in SPLITS}
@@ -205,7 +302,7 @@ def prepare(recipe: Recipe, layout: RunLayout, *, force: bool = False) -> Prepar
     if not by_split["train"]:
         raise StageError("no training records after splitting: check the sources and tasks")
 
-    # 4. tokenize -----------------------------------------------------------------------
+    # 5. tokenize -----------------------------------------------------------------------
     tok = load_tokenizer(resolve_model(recipe.model.name, recipe.model.revision))
     fmt = ChatFormatter(tok, recipe.model.system_prompt, recipe.model.chat_template_kwargs)
     mix_report: dict[str, Any] | None = None

@@ -197,14 +197,19 @@ regression, unmarked = not significant at this sample size.</p>
 
 <h2>Training</h2>
 {% if loss_png %}<img alt="training loss" src="data:image/png;base64,{{ loss_png }}">{% else %}<p>No training logs.</p>{% endif %}
-<table><tr><th>stage</th><th>steps</th><th>first loss</th><th>last loss</th><th>runtime (s)</th><th>tokens/s (est.)</th><th>trainable params</th><th>device / dtype</th></tr>
-{% for s in stages %}<tr><td>{{ s.name }}</td><td>{{ s.steps }}</td><td>{{ fmt(s.first_loss) }}</td><td>{{ fmt(s.last_loss) }}</td><td>{{ fmt(s.train_runtime_s,1) }}</td><td>{{ fmt(s.tokens_per_s_estimate,1) }}</td><td>{{ "{:,}".format(s.trainable_params) }}</td><td>{{ s.device }} / {{ s.dtype }}</td></tr>{% endfor %}
+<table><tr><th>stage</th><th>steps</th><th>loss, first 5 steps (mean)</th><th>loss, last 5 steps (mean)</th><th>runtime (s)</th><th>tokens/s (est.)</th><th>trainable params</th><th>device / dtype</th></tr>
+{% for s in stages %}<tr><td>{{ s.name }}</td><td>{{ s.steps }}</td><td>{{ fmt(s.first_loss_mean5) }}</td><td>{{ fmt(s.last_loss_mean5) }}</td><td>{{ fmt(s.train_runtime_s,1) }}</td><td>{{ fmt(s.tokens_per_s_estimate,1) }}</td><td>{{ "{:,}".format(s.trainable_params) }}</td><td>{{ s.device }} / {{ s.dtype }}</td></tr>{% endfor %}
 </table>
 
 <h2>Data</h2>
 {% for w in warnings %}<p class="bad">⚠ {{ w }}</p>{% endfor %}
 <table><tr><th>source</th><th>rows in</th><th>kept</th><th>quarantined</th><th>reasons</th></tr>
 {% for s, c in ingest.items() %}<tr><td>{{ s }}</td><td>{{ c.rows_in }}</td><td>{{ c.kept }}</td><td>{{ c.quarantined }}</td><td>{{ c.quarantine_reasons or "—" }}</td></tr>{% endfor %}</table>
+{% if phi and phi.policy != "off" %}<p><b>PHI gate</b> (policy <code>{{ phi.policy }}</code>): {{ phi.notes_with_findings }} of {{ phi.notes_scanned }} notes had possible identifiers;
+findings by type: {{ phi.findings_by_type or "none" }}. Counts only: findings are never shown.</p>{% endif %}
+{% if dedup and dedup.get("in") is not none %}<p><b>Dedup</b>: {{ dedup.get("in") }} notes in, {{ dedup.get("kept") }} kept,
+{{ dedup.get("exact_duplicate", 0) }} exact and {{ dedup.get("near_duplicate", 0) }} near duplicates dropped in {{ dedup.get("clusters", 0) }} clusters
+{% if dedup.config %}(Jaccard ≥ {{ dedup.config.threshold }}, {{ dedup.config.shingle }}-word shingles){% endif %}.</p>{% endif %}
 <table><tr><th>task ← source</th><th>notes in</th><th>records</th><th>skipped (by reason)</th></tr>
 {% for t, c in tasks.items() %}<tr><td>{{ t }}</td><td>{{ c.notes_in }}</td><td>{{ c.records }}</td><td>{{ c.skipped or "—" }}</td></tr>{% endfor %}</table>
 <table><tr><th>split</th><th>patients</th><th>records</th><th>tokenized rows</th><th>tokens</th><th>loss tokens</th><th>status</th></tr>
@@ -272,6 +277,8 @@ def write_report(recipe: Recipe, layout: RunLayout) -> Path:
         stages=stages,
         warnings=prep.get("warnings", []),
         ingest=counts.get("ingest", {}),
+        phi=counts.get("phi"),
+        dedup=counts.get("dedup"),
         tasks=counts.get("tasks", {}),
         split=counts.get("split", {}),
         tok=counts.get("tokenize", {}),

@@ -298,6 +298,9 @@ def train_stage(
         "train_rows": len(rows),
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
+        # single-step losses are noisy at small batch sizes: compare window means
+        "first_loss_mean5": sum(losses[:5]) / len(losses[:5]) if losses else None,
+        "last_loss_mean5": sum(losses[-5:]) / len(losses[-5:]) if losses else None,
         "train_runtime_s": round(wall, 2),
         "tokens_seen_estimate": tokens_seen,
         "tokens_per_s_estimate": round(tokens_seen / wall, 1) if wall > 0 else None,

@@ -1,0 +1,93 @@
+"""The PHI gate and dedup inside `prepare`: books balance, names never reach the records."""
+
+import csv
+import json
+
+import pytest
+
+from clinitune.data.prepare import prepare
+from clinitune.errors import StageError
+from clinitune.recipe import load_recipe
+from clinitune.run import RunLayout
+
+SMALL = ["data.sources.aci.limit=20", "data.sources.mts.limit=40", "data.max_seq_len=384"]
+
+
+def _run(tmp_path, model_dir, extra=()):
+    r = load_recipe(
+        "quickstart", [f"model.name={model_dir}", f"run_dir={tmp_path / 'run'}", *SMALL, *extra]
+    )
+    layout = RunLayout(r.run_path)
+    return r, layout, prepare(r, layout, force=True)
+
+
+def _aci_names(r):
+    path = r.resolve_path(r.data.sources[0].path)
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))[:20]
+    return {n for row in rows for n in (row["patient_firstname"], row["patient_familyname"]) if n}
+
+
+def test_redact_removes_metadata_names_from_every_record(tmp_path, tiny_model_dir):
+    r, layout, res = _run(tmp_path, tiny_model_dir)
+    phi = res.manifest["counts"]["phi"]
+    assert phi["policy"] == "redact" and phi["findings_by_type"].get("NAME", 0) > 0
+    names = _aci_names(r)
+    for split in ("train", "valid", "test"):
+        for line in (layout.prepared / "records" / f"{split}.jsonl").read_text().splitlines():
+            rec = json.loads(line)
+            if rec["source"] != "aci":
+                continue
+            blob = " ".join(str(rec.get(k, "")) for k in ("input", "completion", "text"))
+            words = set(blob.replace(",", " ").replace(".", " ").split())
+            assert not (names & words), "a metadata name survived redaction"
+    # the manifest and the report counts carry types and numbers only
+    assert not any(n in json.dumps(res.manifest) for n in names if len(n) > 3)
+
+
+def test_block_policy_stops_without_printing_text(tmp_path, tiny_model_dir):
+    with pytest.raises(StageError) as e:
+        _run(tmp_path, tiny_model_dir, ["data.phi.policy=block"])
+    msg = str(e.value)
+    assert "policy: block" in msg and "NAME" in msg and "\n" not in msg
+
+
+def test_report_policy_counts_but_keeps_text(tmp_path, tiny_model_dir):
+    _r, layout, res = _run(tmp_path, tiny_model_dir, ["data.phi.policy=report"])
+    assert res.manifest["counts"]["phi"]["findings_by_type"]["NAME"] > 0
+    text = (layout.prepared / "records" / "train.jsonl").read_text()
+    assert "[NAME]" not in text
+
+
+def test_dedup_drops_planted_copies_and_books_balance(tmp_path, tiny_model_dir):
+    src = load_recipe("quickstart").resolve_path("pkg://samples/aci_bench/encounters.csv")
+    with open(src, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))[:10]
+    planted = []
+    for i, row in enumerate(rows[:3]):  # copy-forward: the same note under a new encounter id
+        planted.append(
+            {
+                **row,
+                "encounter_id": f"ZZCOPY{i}",
+                "note": row["note"].replace("CHIEF COMPLAINT", "CHIEF COMPLAINT "),
+            }
+        )
+    path = tmp_path / "aci_with_copies.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows + planted)
+    _r, layout, res = _run(
+        tmp_path, tiny_model_dir, [f"data.sources.aci.path={path}", "data.sources.aci.limit=13"]
+    )
+    d = res.manifest["counts"]["dedup"]
+    assert d["in"] == d["kept"] + d["exact_duplicate"] + d["near_duplicate"]
+    assert d["dropped_by_source"]["aci"] and sum(d["dropped_by_source"]["aci"].values()) == 3
+    clusters = [
+        json.loads(x) for x in (layout.prepared / "dedup_clusters.jsonl").read_text().splitlines()
+    ]
+    survivors = {c["survivor"]["note_id"] for c in clusters}
+    assert not any(s.startswith("ZZCOPY") for s in survivors), "originals survive (smaller id)"
+    for c in clusters:  # the cluster report holds ids only, never text
+        assert set(c) == {"survivor", "members"}
+        assert all(set(m) == {"source", "note_id"} for m in [c["survivor"], *c["members"]])
