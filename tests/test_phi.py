@@ -428,3 +428,18 @@ def test_aci_bench_names() -> None:
     assert hit_meta == occurrences, f"metadata-name recall {hit_meta}/{occurrences}"
     assert hit_lex / occurrences >= 0.95, f"lexicon-only recall {hit_lex}/{occurrences}"
     assert other_names <= 30, f"{other_names} non-metadata NAME findings"
+
+
+def test_patient_speaker_tag_in_transcripts_is_not_a_name_label():
+    """MTS-Dialog style transcripts: "Patient: No, ..." must not flag "No" (1,873 false NAME
+    findings on the quickstart data before this was fixed)."""
+    s = PhiScanner()
+    text = (
+        "Doctor: Any allergies?\nPatient: No, none that I know of.\n"
+        "Doctor: Do you smoke?\nPatient: Yes, about a pack a day.\n"
+        "Doctor: Okay.\nPatient: Well, sometimes more.\nPatient: Yeah.\n"
+    )
+    assert [f for f in s.scan(text) if f.type == "NAME"] == []
+    form = "Patient: Martha Collins\nDOB: 01/02/1970\n"
+    names = [form[f.start : f.end] for f in s.scan(form) if f.type == "NAME"]
+    assert "Martha" in names and "Collins" in names

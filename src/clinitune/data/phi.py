@@ -358,6 +358,9 @@ Aleve Lasix Norco Medicare Medicaid Epstein Barr Creutzfeldt Jakob Ehlers Danlos
 Prader Willi Goodpasture Waldenstrom Boerhaave Schatzki Zenker Meckel Hirschsprung Kegel
 Valsalva Mayo Cleveland Hopkins Kaiser Sinai Mercy Providence Methodist Baptist Presbyterian
 Lutheran Jesus God Lord Christmas Easter Thanksgiving America American English Spanish Dax
+No Yes Yeah Yep Nope Oh Ah Uh Um Uhm Hm Hmm Mm Huh Well Okay Okey Alright Right Sure Fine Cool
+Nice Great Wow Sorry Please Thanks Thank Hi Hey Hello Bye Goodbye So And But Or Not Do Does Did
+Just Pretty Go In On At Then Now Also Both Maybe Actually What Why How When Where Who Let Got
 """
 # Surnames that are also eponyms (Smith/Jones/Bennett fracture, Turner syndrome, Baker's cyst,
 # Barrett's esophagus) are NOT stop words - they are common patient names; ``_EPONYM_NEXT``
@@ -563,10 +566,19 @@ class PhiScanner:
                 add(m, "n2")
         if "name" in low or "patient:" in low or "patient :" in low:
             for m in _LABEL.finditer(text):
+                # A bare "Patient:" is also a speaker tag in transcripts ("Patient: No, I ...");
+                # after it, only lexicon names that are not ordinary words count. "Name:" and
+                # "Patient name:" labels take any capitalized token.
+                speaker_tag = "name" not in m.group(0)[: m.start("n1") - m.start()].lower()
                 for g in ("n1", "n2", "n3"):
                     tok = m.group(g)
-                    if tok and tok not in _STOP:
-                        add(m, g)
+                    if not tok or tok in _STOP:
+                        continue
+                    if speaker_tag and (
+                        (tok.upper() not in first and tok.upper() not in last) or common_word(tok)
+                    ):
+                        continue
+                    add(m, g)
         if anyn:
             for m in _TITLE.finditer(text):
                 tok = m.group("n1")
