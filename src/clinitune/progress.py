@@ -15,28 +15,24 @@ def enabled() -> bool:
     return os.environ.get("CLINITUNE_PROGRESS", "1") != "0"
 
 
+def _options(desc: str, total: int | None, unit: str) -> dict[str, object]:
+    return {
+        "desc": desc,
+        "total": total,
+        "unit": unit,
+        "disable": not enabled(),
+        "mininterval": 0.5,
+        "dynamic_ncols": True,
+        "leave": False,
+    }
+
+
 def track(it: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterator[T]:
     """Wrap an iterable in a progress bar (to stderr; off with CLINITUNE_PROGRESS=0).
     ``desc`` must never contain note text."""
-    yield from tqdm(
-        it,
-        desc=desc,
-        total=total,
-        unit=unit,
-        disable=not enabled(),
-        mininterval=0.5,
-        dynamic_ncols=True,
-        leave=False,
-    )
+    yield from tqdm(it, **_options(desc, total, unit))
 
 
 def bar(desc: str, total: int | None = None, unit: str = "it") -> tqdm:
-    return tqdm(
-        desc=desc,
-        total=total,
-        unit=unit,
-        disable=not enabled(),
-        mininterval=0.5,
-        dynamic_ncols=True,
-        leave=False,
-    )
+    """A manually updated progress bar with the same settings as ``track``."""
+    return tqdm(**_options(desc, total, unit))
