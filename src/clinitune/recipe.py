@@ -54,11 +54,42 @@ class ColumnMap(Strict):
     """Extra columns to carry along: record field name -> column name."""
 
 
+# Column mappings of known exports. A source with ``preset:`` may still set ``columns:``; its
+# keys override the preset's (e.g. to add ``meta`` fields).
+COLUMN_PRESETS: dict[str, dict[str, Any]] = {
+    # MIMIC-IV-Note discharge.csv(.gz) / radiology.csv(.gz): one row per note, subject_id is the
+    # patient; PHI is already replaced by "___".
+    "mimic_iv_note": {
+        "note_id": "note_id",
+        "patient_id": "subject_id",
+        "text": "text",
+        "meta": {"hadm_id": "hadm_id", "note_type": "note_type", "charttime": "charttime"},
+    },
+    # ACI-Bench challenge_data/*.csv: one encounter per row (its own patient), dialogue + note.
+    "aci_bench": {
+        "note_id": "encounter_id",
+        "patient_id": "encounter_id",
+        "text": "note",
+        "dialogue": "dialogue",
+    },
+    # MTS-Dialog CSVs: one short simulated encounter per row; section_text is the target.
+    "mts_dialog": {
+        "note_id": "ID",
+        "patient_id": "ID",
+        "text": "section_text",
+        "dialogue": "dialogue",
+        "meta": {"section": "section_header"},
+    },
+}
+
+
 class SourceSpec(Strict):
     name: str
     path: str
     format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
+    """``auto`` goes by the file name: .csv, .jsonl/.ndjson (optionally .gz), .parquet."""
     encoding: str = "utf-8"
+    preset: Literal["mimic_iv_note", "aci_bench", "mts_dialog"] | None = None
     columns: ColumnMap
     tasks: list[str] = Field(min_length=1)
     limit: int | None = Field(default=None, ge=1)
@@ -66,6 +97,22 @@ class SourceSpec(Strict):
     patient_namespace: str | None = None
     """Sources with the same namespace share one patient-id space (the same patient is kept in
     one split across them). Default: the source name (ids of different exports never match)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not data.get("preset"):
+            return data
+        preset = COLUMN_PRESETS.get(data["preset"])
+        if preset is None:
+            return data  # the Literal check reports the unknown preset
+        given = data.get("columns") or {}
+        if not isinstance(given, dict):
+            return data
+        merged = {**preset, **given}
+        if "meta" in preset and "meta" in given and isinstance(given["meta"], dict):
+            merged["meta"] = {**preset["meta"], **given["meta"]}
+        return {**data, "columns": merged}
 
 
 class MdmTask(Strict):

@@ -8,6 +8,7 @@ data) so nothing is silently lost. Error messages name file, row and field, neve
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import sys
 from collections import Counter
@@ -59,7 +60,7 @@ def _detect_format(path: Path, fmt: str) -> str:
         (".ndjson", "jsonl"),
         (".parquet", "parquet"),
     ):
-        if suffix.endswith(ext):
+        if suffix.endswith(ext) or suffix.endswith(ext + ".gz"):
             return name
     raise DataError(
         f"{path}: cannot tell the format from the file name; set format: csv|jsonl|parquet"
@@ -71,7 +72,7 @@ def _iter_csv(path: Path, encoding: str) -> Iterator[tuple[int, dict[str, Any]]]
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # notes of 50 KB+ exceed the 128 KB default
     enc = _utf8(encoding)
     try:
-        with open(path, newline="", encoding=enc) as f:
+        with _open_text(path, enc) as f:
             reader = csv.DictReader(f)
             for i, row in enumerate(reader, start=2):  # row 1 is the header
                 yield reader.line_num if reader.line_num else i, row
@@ -82,6 +83,15 @@ def _iter_csv(path: Path, encoding: str) -> Iterator[tuple[int, dict[str, Any]]]
         ) from None
     except csv.Error as e:
         raise DataError(f"{path}: malformed CSV ({e})") from None
+    except (gzip.BadGzipFile, EOFError):
+        raise DataError(f"{path}: not a valid gzip file") from None
+
+
+def _open_text(path: Path, encoding: str):  # -> TextIO
+    """Plain or gzip-compressed text (MIMIC-IV-Note ships as .csv.gz)."""
+    if path.suffix.lower() == ".gz":
+        return gzip.open(path, "rt", encoding=encoding, newline="")
+    return open(path, encoding=encoding, newline="")
 
 
 def _utf8(encoding: str) -> str:
@@ -92,7 +102,7 @@ def _utf8(encoding: str) -> str:
 def _iter_jsonl(path: Path, encoding: str) -> Iterator[tuple[int, dict[str, Any]]]:
     i = 0
     try:
-        with open(path, encoding=_utf8(encoding)) as f:
+        with _open_text(path, _utf8(encoding)) as f:
             for i, line in enumerate(f, start=1):
                 if not line.strip():
                     continue
@@ -107,6 +117,8 @@ def _iter_jsonl(path: Path, encoding: str) -> Iterator[tuple[int, dict[str, Any]
             f"{path}: line {i + 1} is not valid {encoding}; set the source's encoding "
             "(e.g. encoding: latin-1)"
         ) from None
+    except (gzip.BadGzipFile, EOFError):
+        raise DataError(f"{path}: not a valid gzip file") from None
 
 
 def _iter_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
