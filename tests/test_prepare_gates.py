@@ -91,3 +91,18 @@ def test_dedup_drops_planted_copies_and_books_balance(tmp_path, tiny_model_dir):
     for c in clusters:  # the cluster report holds ids only, never text
         assert set(c) == {"survivor", "members"}
         assert all(set(m) == {"source", "note_id"} for m in [c["survivor"], *c["members"]])
+
+
+def test_data_card_json_and_html(tmp_path, tiny_model_dir):
+    r, layout, res = _run(tmp_path, tiny_model_dir)
+    card = json.loads((layout.prepared / "data_card.json").read_text())
+    assert card["counts"] == res.manifest["counts"]
+    cov = card["section_coverage"]["aci"]
+    assert cov["chief_complaint"] > 0.9 and cov["hpi"] > 0.9  # ACI notes all have these
+    assert all(0 <= v <= 1 for c in card["section_coverage"].values() for v in c.values())
+    kept = res.manifest["counts"]["dedup"]["kept"]
+    assert card["note_chars"]["aci"]["n"] + card["note_chars"]["mts"]["n"] == kept
+    html = (layout.prepared / "data_card.html").read_text()
+    assert html.count("data:image/png;base64") == 3  # coverage, note lengths, token lengths
+    names = _aci_names(r)
+    assert not any(n in html for n in names if len(n) > 3), "aggregates only, no text"

@@ -23,8 +23,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clinitune.data import tasks as task_registry
+from clinitune.data.card import CardStats, write_data_card
 from clinitune.data.ingest import Note, ingest_source
 from clinitune.data.pack import ChatFormatter, tokenize_chat, tokenize_text
+from clinitune.data.sections import split_sections
 from clinitune.data.split import SPLITS, assign_split
 from clinitune.errors import StageError
 from clinitune.models import load_tokenizer, model_identity, resolve_model
@@ -255,6 +257,13 @@ def prepare(recipe: Recipe, layout: RunLayout, *, force: bool = False) -> Prepar
     notes, counts["dedup"], clusters = dedup_notes(notes, data)
     _write_jsonl(out / "dedup_clusters.jsonl", clusters)
 
+    # section coverage and note lengths, for the data card (aggregates only)
+    stats = CardStats()
+    for src, src_notes in notes:
+        for note in src_notes:
+            found = {x.name for x in split_sections(note.text)} - {"preamble"}
+            stats.add_note(src.name, note.text, found)
+
     # 3. tasks --------------------------------------------------------------------------
     records: list[dict[str, Any]] = []
     for src, src_notes in notes:
@@ -306,6 +315,7 @@ def prepare(recipe: Recipe, layout: RunLayout, *, force: bool = False) -> Prepar
     tok = load_tokenizer(resolve_model(recipe.model.name, recipe.model.revision))
     fmt = ChatFormatter(tok, recipe.model.system_prompt, recipe.model.chat_template_kwargs)
     mix_report: dict[str, Any] | None = None
+    token_lengths: dict[str, list[int]] = {}
     for s in SPLITS:
         rows: list[dict[str, Any]] = []
         status: Counter[str] = Counter()
@@ -328,6 +338,7 @@ def prepare(recipe: Recipe, layout: RunLayout, *, force: bool = False) -> Prepar
                 rows.append({**row, **prov})
         if s == "train" and data.mix:
             rows, mix_report = _mix(rows, data.mix, recipe.seed)
+        token_lengths[s] = [r["n_tokens"] for r in rows]
         counts["tokenize"][s] = {
             "records_in": len(by_split[s]),
             "status": dict(status),
@@ -340,6 +351,9 @@ def prepare(recipe: Recipe, layout: RunLayout, *, force: bool = False) -> Prepar
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pylist(rows, schema=_SCHEMA), path)
 
+    write_data_card(
+        out, recipe.name, counts, stats, token_lengths, warnings=warnings, mix=mix_report
+    )
     outputs = [p for p in out.rglob("*") if p.is_file() and p.name != "manifest.json"]
     manifest = write_manifest(
         out,

@@ -22,7 +22,7 @@ from clinitune.recipe import Recipe
 from clinitune.run import RunLayout, atomic_write_text, library_versions, read_manifest
 
 
-def _png(fig: Any) -> str:
+def png_base64(fig: Any) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     import matplotlib.pyplot as plt
@@ -64,7 +64,7 @@ def loss_plot(stage_logs: dict[str, list[dict[str, Any]]]) -> str | None:
     ax.set_ylabel("training loss (completion tokens)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _png(fig)
+    return png_base64(fig)
 
 
 def bars_plot(metrics: dict[str, Any]) -> str | None:
@@ -97,7 +97,7 @@ def bars_plot(metrics: dict[str, Any]) -> str | None:
         for i, v in enumerate(vals):
             ax.text(i, v, f"{v:.3g}", ha="center", va="bottom", fontsize=8)
         ax.grid(axis="y", alpha=0.3)
-    return _png(fig)
+    return png_base64(fig)
 
 
 def _fmt(x: Any, nd: int = 3) -> str:
