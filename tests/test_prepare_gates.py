@@ -106,3 +106,24 @@ def test_data_card_json_and_html(tmp_path, tiny_model_dir):
     assert html.count("data:image/png;base64") == 3  # coverage, note lengths, token lengths
     names = _aci_names(r)
     assert not any(n in html for n in names if len(n) > 3), "aggregates only, no text"
+
+
+def test_mention_task_through_prepare(tmp_path, tiny_model_dir):
+    _r, layout, res = _run(
+        tmp_path,
+        tiny_model_dir,
+        [
+            "data.tasks.arrest={type: mention, question: 'Cardiac arrest mentioned?', "
+            "patterns: [cardiac arrest, code blue, ROSC, CPR, PEA]}",
+            "data.sources.aci.tasks=[assessment_plan, arrest]",
+        ],
+    )
+    c = res.manifest["counts"]["tasks"]["arrest<-aci"]
+    assert c["records"] == c["notes_in"] == 20
+    labels = [
+        json.loads(x)["completion"]
+        for s in ("train", "valid", "test")
+        for x in (layout.prepared / "records" / f"{s}.jsonl").read_text().splitlines()
+        if json.loads(x)["task"] == "arrest"
+    ]
+    assert len(labels) == 20 and set(labels) <= {"yes", "no"}

@@ -172,7 +172,69 @@ class CptTask(Strict):
     field: Literal["text", "dialogue"] = "text"
 
 
-TaskSpec = Annotated[MdmTask | SoapTask | CptTask, Field(discriminator="type")]
+class InstructionTask(Strict):
+    """Ready instruction/response pairs (e.g. HEAL-style instructions *with explanations*):
+    the instruction and optional input come from meta fields, the response is the source's
+    ``text`` column."""
+
+    type: Literal["instruction"] = "instruction"
+    instruction_field: str = "instruction"
+    input_field: str | None = "input"
+
+
+class DiagnosisTask(Strict):
+    """Presentation sections -> the assigned diagnosis (text and/or ICD-10-CM code)."""
+
+    type: Literal["diagnosis"] = "diagnosis"
+    inputs: list[str] = Field(default_factory=lambda: list(PRESENTATION_SECTIONS))
+    label_field: str | None = None
+    """Meta field with the assigned diagnosis description."""
+    code_field: str | None = None
+    """Meta field with the ICD-10-CM code (e.g. I46.9)."""
+    instruction: str = "Based on the patient presentation below, what is the most likely diagnosis?"
+
+    @field_validator("inputs")
+    @classmethod
+    def _known_sections(cls, v: list[str]) -> list[str]:
+        bad = [s for s in v if s not in CANONICAL_SECTIONS]
+        if bad:
+            raise ValueError(f"unknown section {bad[0]!r}; known: {', '.join(CANONICAL_SECTIONS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _some_label(self) -> DiagnosisTask:
+        if not (self.label_field or self.code_field):
+            raise ValueError("set label_field and/or code_field")
+        return self
+
+
+class MentionTask(Strict):
+    """Note -> yes/no: does the note mention X (e.g. an in-hospital cardiac arrest)?
+
+    Labels come from ``label_field`` (yes/no, 1/0, true/false) or, without one, are weak labels
+    from ``patterns``: a note is "yes" when a pattern occurs affirmed -- not negated ("no",
+    "denies", "without", "negative for" shortly before it) and not hypothetical ("risk of",
+    "rule out", "if", "in case of", "family history of")."""
+
+    type: Literal["mention"] = "mention"
+    question: str
+    label_field: str | None = None
+    patterns: list[str] = Field(default_factory=list)
+    """Phrases; ALL-CAPS ones (acronyms: ROSC, CPR, PEA) match case-sensitively."""
+    negation_window: int = Field(default=6, ge=1)
+    """Words before a match searched for negation / hypothetical cues (same sentence)."""
+
+    @model_validator(mode="after")
+    def _label_source(self) -> MentionTask:
+        if not self.label_field and not self.patterns:
+            raise ValueError("set label_field or patterns")
+        return self
+
+
+TaskSpec = Annotated[
+    MdmTask | SoapTask | CptTask | InstructionTask | DiagnosisTask | MentionTask,
+    Field(discriminator="type"),
+]
 
 
 class SplitSpec(Strict):

@@ -50,4 +50,4 @@ def build(note: Note, task_name: str, spec: Any) -> BuildResult:
 
 
 # Import the built-in task modules so they register themselves.
-from clinitune.data.tasks import cpt, mdm, soap  # noqa: E402,F401
+from clinitune.data.tasks import cpt, diagnosis, instruction, mdm, mention, soap  # noqa: E402,F401
