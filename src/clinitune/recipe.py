@@ -115,6 +115,15 @@ class SourceSpec(Strict):
         return {**data, "columns": merged}
 
 
+def _check_sections(v: list[Any]) -> list[Any]:
+    """Section names (or groups of them) must be canonical names of ``data.sections``."""
+    flat = [x for t in v for x in (t if isinstance(t, list) else [t])]
+    bad = [s for s in flat if s not in CANONICAL_SECTIONS]
+    if bad:
+        raise ValueError(f"unknown section {bad[0]!r}; known: {', '.join(CANONICAL_SECTIONS)}")
+    return v
+
+
 class MdmTask(Strict):
     """Presentation sections -> medical decision making (or assessment & plan)."""
 
@@ -139,11 +148,7 @@ class MdmTask(Strict):
     @field_validator("inputs", "targets")
     @classmethod
     def _known_sections(cls, v: list[Any]) -> list[Any]:
-        flat = [x for t in v for x in (t if isinstance(t, list) else [t])]
-        bad = [s for s in flat if s not in CANONICAL_SECTIONS]
-        if bad:
-            raise ValueError(f"unknown section {bad[0]!r}; known: {', '.join(CANONICAL_SECTIONS)}")
-        return v
+        return _check_sections(v)
 
     @model_validator(mode="after")
     def _no_answer_in_prompt(self) -> MdmTask:
@@ -196,10 +201,7 @@ class DiagnosisTask(Strict):
     @field_validator("inputs")
     @classmethod
     def _known_sections(cls, v: list[str]) -> list[str]:
-        bad = [s for s in v if s not in CANONICAL_SECTIONS]
-        if bad:
-            raise ValueError(f"unknown section {bad[0]!r}; known: {', '.join(CANONICAL_SECTIONS)}")
-        return v
+        return _check_sections(v)
 
     @model_validator(mode="after")
     def _some_label(self) -> DiagnosisTask:
