@@ -14,9 +14,11 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from clinitune.data.sections import sections_dict, split_sections
 from clinitune.errors import DataError
 from clinitune.recipe import SourceSpec
 
@@ -29,6 +31,12 @@ class Note:
     text: str
     dialogue: str | None = None
     meta: dict[str, str] = field(default_factory=dict)
+
+    @cached_property
+    def sections(self) -> dict[str, str]:
+        """Canonical section name -> body, parsed once and shared by the data card and every
+        task builder. Read it only after the PHI gate, the last step that rewrites ``text``."""
+        return sections_dict(split_sections(self.text))
 
 
 @dataclass

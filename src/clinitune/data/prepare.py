@@ -26,7 +26,6 @@ from clinitune.data import tasks as task_registry
 from clinitune.data.card import CardStats, write_data_card
 from clinitune.data.ingest import Note, ingest_source
 from clinitune.data.pack import ChatFormatter, tokenize_chat, tokenize_text
-from clinitune.data.sections import split_sections
 from clinitune.data.split import SPLITS, assign_split
 from clinitune.errors import StageError
 from clinitune.models import load_tokenizer, model_identity, resolve_model
@@ -261,8 +260,7 @@ def prepare(recipe: Recipe, layout: RunLayout, *, force: bool = False) -> Prepar
     stats = CardStats()
     for src, src_notes in notes:
         for note in src_notes:
-            found = {x.name for x in split_sections(note.text)} - {"preamble"}
-            stats.add_note(src.name, note.text, found)
+            stats.add_note(src.name, note.text, set(note.sections) - {"preamble"})
 
     # 3. tasks --------------------------------------------------------------------------
     records: list[dict[str, Any]] = []

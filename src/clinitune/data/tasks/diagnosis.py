@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 
 from clinitune.data.ingest import Note
-from clinitune.data.sections import sections_dict, split_sections
 from clinitune.data.tasks import BuildResult, provenance, register
 from clinitune.data.tasks.mdm import title
 from clinitune.recipe import DiagnosisTask
@@ -32,7 +31,7 @@ def build_diagnosis(note: Note, task: str, spec: DiagnosisTask) -> BuildResult:
         return "invalid_icd10cm_code"
     if not label and not code:
         return "missing_label"
-    secs = sections_dict(split_sections(note.text))
+    secs = note.sections
     inputs = [f"{title(s)}:\n{secs[s]}" for s in spec.inputs if secs.get(s, "").strip()]
     if not inputs:
         return "missing_inputs"

@@ -8,7 +8,6 @@ the first target group present (MDM, else assessment & plan, else assessment + p
 from __future__ import annotations
 
 from clinitune.data.ingest import Note
-from clinitune.data.sections import sections_dict, split_sections
 from clinitune.data.tasks import BuildResult, provenance, register
 from clinitune.recipe import MdmTask
 
@@ -30,7 +29,7 @@ def title(name: str) -> str:
 
 @register("mdm")
 def build_mdm(note: Note, task: str, spec: MdmTask) -> BuildResult:
-    secs = sections_dict(split_sections(note.text))
+    secs = note.sections
     if not secs:
         return "no_sections"
     completion = None

@@ -10,6 +10,7 @@ that do not run offline as installed; the cue lists are the one place to extend.
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from functools import lru_cache
 
 from clinitune.data.ingest import Note
@@ -75,10 +76,14 @@ def affirmed_mentions(text: str, patterns: tuple[str, ...], window: int) -> int:
     """Number of pattern matches that are neither negated nor hypothetical."""
     neg = _cue_regex(NEGATION_CUES)
     hyp = _cue_regex(HYPOTHETICAL_CUES)
+    # Sentence boundaries once per note; each match finds its sentence start by bisection
+    # (rescanning the note from the top for every match is quadratic on long notes).
+    ends = [e.end() for e in _SENTENCE_END.finditer(text)]
     count = 0
     for rx in _compile(patterns):
         for m in rx.finditer(text):
-            start = max((e.end() for e in _SENTENCE_END.finditer(text, 0, m.start())), default=0)
+            k = bisect_right(ends, m.start())
+            start = ends[k - 1] if k else 0
             before = text[start : m.start()].split()[-window:]
             context = " ".join(before)
             if neg.search(context) or hyp.search(context):
