@@ -246,7 +246,7 @@ def test_progress_wrapper_and_validation() -> None:
             yield x
 
     dedup(["a b c", "a b c", "d"], progress=progress)
-    assert seen == [0, 1, 2]
+    assert seen == [0]  # one chunk of sketches
     with pytest.raises(ValueError):
         dedup(["a"], keys=[(1,), (2,)])
     assert dedup([]).counts == {
@@ -374,3 +374,29 @@ def test_lsh_vs_brute_force_jaccard() -> None:
     assert r80 >= 0.8
     assert p80 >= 0.8
     assert p75 >= 0.95
+
+
+def test_candidates_match_datasketch_minhashlsh() -> None:
+    """link()'s numpy banding finds exactly the pairs datasketch's MinHashLSH returns."""
+    from datasketch import LeanMinHash, MinHashLSH
+
+    texts, _ = _planted(11)
+    cfg = DedupConfig()
+    sk = dd.sketch(texts, cfg)
+    bands, rows = dd.lsh_params(cfg)
+    lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm, weights=dd._LSH_WEIGHTS)
+    assert (lsh.b, lsh.r) == (bands, rows)
+    expected: set[tuple[int, int]] = set()
+    for i in range(len(texts)):
+        m = LeanMinHash(seed=cfg.seed, hashvalues=sk.sig[i], scheme="affine32")
+        expected |= {(j, i) for j in lsh.query(m)}
+        lsh.insert(i, m, check_duplication=False)
+    codes = dd._candidate_pairs(sk.sig, bands, rows)
+    n = len(texts)
+    got = {(int(c // n), int(c % n)) for c in codes}
+    assert got == expected and len(expected) > 100
+    # a bucket larger than the window pairs each member with its _WINDOW predecessors
+    same = np.repeat(sk.sig[:1], dd._WINDOW + 10, axis=0)
+    assert len(dd._candidate_pairs(same, bands, rows)) == sum(
+        min(k, dd._WINDOW) for k in range(dd._WINDOW + 10)
+    )

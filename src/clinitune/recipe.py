@@ -89,6 +89,9 @@ class SourceSpec(Strict):
     format: Literal["auto", "csv", "jsonl", "parquet"] = "auto"
     """``auto`` goes by the file name: .csv, .jsonl/.ndjson (optionally .gz), .parquet."""
     encoding: str = "utf-8"
+    decode_errors: Literal["error", "quarantine"] = "error"
+    """A row with bytes that are not valid in ``encoding`` (e.g. one Latin-1 row in a UTF-8
+    export): stop with an error naming the file, row and column, or quarantine the row."""
     preset: Literal["mimic_iv_note", "aci_bench", "mts_dialog"] | None = None
     columns: ColumnMap
     tasks: list[str] = Field(min_length=1)
@@ -307,6 +310,17 @@ class DataSpec(Strict):
     """Task name -> share of the training tokens among the tasks named here (HEAL-style mixing
     of general / literature / dialogue / notes streams). Records are up- or down-sampled
     deterministically and the factors recorded in the manifest. ``None``: every record once."""
+    pack: bool = True
+    """Pack the training split's raw-text (``cpt``) chunks into rows of exactly max_seq_len
+    tokens, keeping document boundaries (``seq_lengths``) so attention never crosses them."""
+    workers: int = Field(default=0, ge=0)
+    """Processes for the per-note steps (PHI gate, dedup sketches, sections, tasks, tokenize);
+    0 = all cores. Runs in-process when there is only one chunk."""
+    chunk_size: int = Field(default=2000, ge=1)
+    """Notes per chunk: the unit of parallel work and of memory (notes are never all in RAM)."""
+    executor: Literal["local", "datatrove"] = "local"
+    """``local``: a process pool. ``datatrove``: datatrove's LocalPipelineExecutor runs the
+    per-chunk steps (install ``clinitune[cluster]``); see docs/cluster.md for Slurm."""
 
     @model_validator(mode="after")
     def _refs(self) -> DataSpec:

@@ -29,6 +29,13 @@ class CardStats:
         self.sections.setdefault(source, Counter()).update(section_names)
         self.notes[source] += 1
 
+    def add_chunk(
+        self, source: str, note_chars: list[int], sections: dict[str, int], notes: int
+    ) -> None:
+        self.note_chars.setdefault(source, []).extend(note_chars)
+        self.sections.setdefault(source, Counter()).update(sections)
+        self.notes[source] += notes
+
     def coverage(self) -> dict[str, dict[str, float]]:
         return {
             src: {s: round(c / self.notes[src], 4) for s, c in sorted(cnt.items())}

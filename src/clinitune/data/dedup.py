@@ -5,10 +5,13 @@ Pipeline, per note, in one pass over the input:
 1. :func:`normalize` the text (NFKC, lowercase, punctuation runs and whitespace runs collapsed to
    one space). Notes whose normalized text is identical are *exact* duplicates (matched on a
    128-bit BLAKE2b digest of the normalized text, so the strings themselves are not retained).
-2. Word ``shingle``-grams of the normalized text are hashed to uint32 and turned into a
-   datasketch ``MinHash`` (scheme ``"affine32"``), queried against a datasketch ``MinHashLSH``
-   and then inserted. Every LSH candidate is *verified* with ``MinHash.jaccard >= threshold``
-   before it is linked: LSH band collisions alone include false positives.
+2. Word ``shingle``-grams of the normalized text are hashed to uint32 and turned into MinHash
+   signatures with datasketch's permutations (scheme ``"affine32"``). Steps 1-2 are
+   :func:`sketch`: per note, run in parallel over chunks (worker processes or cluster tasks).
+   :func:`link` then finds LSH candidates (datasketch's band/row optimizer, a bucket per band)
+   and *verifies* each with the estimated Jaccard (share of equal signature values, as
+   ``MinHash.jaccard``) ``>= threshold`` before linking: band collisions alone include false
+   positives.
 3. Clusters are the connected components (union-find) of exact and verified near links. Each
    cluster keeps one survivor: the member with the smallest ``keys[i]`` (ties: smallest input
    index). Links are symmetric and depend only on the texts, so with distinct keys the clusters,
@@ -27,8 +30,11 @@ Hand-written pieces, and why:
   pre-mix, ``a * h + b mod 2**32``, column minimum) to a whole chunk of notes at once with
   ``np.minimum.reduceat``. The result is bit-identical to
   ``MinHash(num_perm, seed, hashfunc=int).update_batch(shingle_hashes)`` (asserted in the tests)
-  and is wrapped in a datasketch ``LeanMinHash`` (no per-object permutation arrays), which is what
-  goes into ``MinHashLSH.insert`` / ``query`` and ``MinHash.jaccard``.
+  is what :func:`link` compares.
+* **LSH index.** datasketch's ``MinHashLSH`` keeps a dict of Python sets per band, ~5 KB per
+  note, which breaks bounded memory at a few hundred thousand notes. :func:`link` sorts the band
+  hashes with numpy instead: the same candidate pairs (asserted against ``MinHashLSH`` in the
+  tests), ~600 bytes per note (the signature itself).
 
 Decisions worth knowing:
 
@@ -46,9 +52,8 @@ Decisions worth knowing:
   (LSH banding plus the +-0.035 standard error of a 128-permutation estimate): measured on
   synthetic notes: 96-100% of pairs with Jaccard >= threshold + 0.05 and ~90% of all
   pairs >= threshold are found, and falsely linked pairs have true Jaccard ~0.7-0.8.
-* Memory: the whole index stays in RAM, ~6 KB per non-duplicate note at the defaults (LSH
-  buckets ~5 KB, the ``LeanMinHash`` kept for verification ~0.7 KB); ~4.5 KB with balanced
-  LSH weights. Shard by source/patient beyond a few million notes.
+* Memory: signatures stay in RAM for :func:`link`, 4 bytes x ``num_perm`` per note (512 B at
+  the default): ~0.5 GB for a million notes. Texts are never held.
 * Scattered single-word edits hurt word n-gram Jaccard a lot: each edited word changes up to
   ``shingle`` shingles, so 5% of words edited at random positions gives Jaccard ~0.63 with
   5-word shingles, below the default 0.8. Copy-forward edits are usually contiguous (an updated
@@ -66,9 +71,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from datasketch import LeanMinHash, MinHash, MinHashLSH
+from datasketch import MinHash
 
-__all__ = ["DedupConfig", "DedupResult", "dedup", "normalize"]
+__all__ = ["DedupConfig", "DedupResult", "Sketches", "dedup", "link", "normalize", "sketch"]
 
 EXACT = "exact_duplicate"
 NEAR = "near_duplicate"
@@ -78,6 +83,7 @@ _SCHEME = "affine32"
 # costs one verification. At threshold 0.8 / 128 perms this gives 14 bands x 9 rows.
 _LSH_WEIGHTS = (0.1, 0.9)
 _CHUNK_NOTES = 256  # notes whose signatures are computed together
+_WINDOW = 64  # bucket members paired with each member (see _candidate_pairs)
 _BLOCK_ROWS = 8192  # shingles per (rows x num_perm) permutation block: 4 MiB at num_perm=128
 _WORD_CACHE_MAX = 2_000_000  # distinct words cached per call before the cache is reset
 
@@ -237,6 +243,141 @@ def _digest(normalized: str) -> bytes:
     return hashlib.blake2b(normalized.encode(), digest_size=16).digest()
 
 
+@dataclass
+class Sketches:
+    """What dedup needs of each text, and nothing more: no text is retained.
+
+    Computed per chunk (in worker processes, or on cluster nodes) and concatenated in input
+    order: ``digests[i]`` is the 128-bit digest of the normalized text (None when empty) and
+    ``sig[i]`` its MinHash signature (zeros when empty, or when ``near`` is off)."""
+
+    digests: list[bytes | None]
+    sig: np.ndarray  # (n, num_perm) uint32
+
+    def __len__(self) -> int:
+        return len(self.digests)
+
+    @staticmethod
+    def concat(parts: Sequence[Sketches], num_perm: int) -> Sketches:
+        digests = [d for p in parts for d in p.digests]
+        sigs = [p.sig for p in parts if len(p.sig)]
+        sig = np.concatenate(sigs) if sigs else np.zeros((0, num_perm), dtype=np.uint32)
+        return Sketches(digests, sig)
+
+
+def sketch(texts: Sequence[str], config: DedupConfig = DedupConfig()) -> Sketches:
+    """Digests and MinHash signatures of ``texts`` (the per-note, parallelizable half)."""
+    n = len(texts)
+    digests: list[bytes | None] = [None] * n
+    sig = np.zeros((n, config.num_perm if config.near else 0), dtype=np.uint32)
+    perm = (
+        MinHash(num_perm=config.num_perm, seed=config.seed, scheme=_SCHEME).permutations
+        if config.near
+        else None
+    )
+    words = _WordHashes()
+    for lo in range(0, n, _CHUNK_NOTES):
+        todo: list[int] = []
+        tokens: list[list[str]] = []
+        for i in range(lo, min(lo + _CHUNK_NOTES, n)):
+            norm = normalize(texts[i])
+            if not norm:
+                continue  # empty: never a duplicate
+            digests[i] = _digest(norm)
+            todo.append(i)
+            tokens.append(norm.split(" "))
+        if todo and perm is not None:
+            hashes, offsets = _shingle_hashes(tokens, config.shingle, words)
+            sig[todo] = _signatures(hashes, offsets, perm)
+    return Sketches(digests, sig)
+
+
+def lsh_params(config: DedupConfig) -> tuple[int, int]:
+    """(bands, rows per band): datasketch's own optimizer, with our recall-first weights."""
+    from datasketch.lsh import _optimal_param
+
+    return _optimal_param(config.threshold, config.num_perm, *_LSH_WEIGHTS)
+
+
+def _band_keys(sig: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    h = np.zeros(len(sig), dtype=_U64)
+    with np.errstate(over="ignore"):
+        for c in range(lo, hi):
+            h = h * _MUL + sig[:, c].astype(_U64)
+        s, m1, m2 = _FMIX64
+        h ^= h >> s
+        h *= m1
+        h ^= h >> s
+        h *= m2
+        h ^= h >> s
+    return h
+
+
+def _candidate_pairs(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """Pairs (i < j) sharing at least one LSH band, as int64 codes ``i * n + j``.
+
+    The same candidates as datasketch's ``MinHashLSH`` (a bucket per band content), found with
+    a sort per band instead of a dict of Python sets: ~600 bytes per note (the signature)
+    instead of ~5 KB. Buckets larger than ``_WINDOW`` members (templated notes) pair each
+    member with the ``_WINDOW`` members before it, so the work stays linear."""
+    n = len(sig)
+    codes: list[np.ndarray] = []
+    for b in range(bands):
+        keys = _band_keys(sig, b * rows, (b + 1) * rows)
+        order = np.argsort(keys, kind="stable")
+        k = keys[order]
+        same = np.flatnonzero(k[1:] == k[:-1])  # order[t] and order[t+1] share the bucket
+        if not len(same):
+            continue
+        for lag in range(1, _WINDOW + 1):
+            t = np.arange(len(k) - lag)
+            t = t[k[lag:] == k[:-lag]]
+            if not len(t):
+                break
+            a, c = order[t], order[t + lag]
+            codes.append(np.minimum(a, c).astype(np.int64) * n + np.maximum(a, c))
+    if not codes:
+        return np.zeros(0, dtype=np.int64)
+    return np.unique(np.concatenate(codes))
+
+
+def link(
+    sk: Sketches,
+    keys: Sequence[tuple[Any, ...]] | None = None,
+    config: DedupConfig = DedupConfig(),
+) -> DedupResult:
+    """Exact links (same digest) and verified near links (LSH candidates whose estimated
+    Jaccard -- the share of equal signature values, as ``MinHash.jaccard`` -- is at least
+    ``threshold``), then clusters and survivors. The global, single-process half."""
+    n = len(sk)
+    if keys is not None and len(keys) != n:
+        raise ValueError(f"keys has {len(keys)} items, texts has {n}")
+    uf = _UnionFind(n)
+    reps: list[int] = []  # notes that carry near links (one per distinct digest if exact)
+    first_by_digest: dict[bytes, int] = {}
+    for i, d in enumerate(sk.digests):
+        if d is None:
+            continue
+        first = first_by_digest.setdefault(d, i)
+        if first != i and config.exact:
+            uf.union(first, i)
+            continue
+        reps.append(i)
+    if config.near and len(reps) > 1:
+        idx = np.asarray(reps, dtype=np.int64)
+        sig = sk.sig[idx]
+        bands, rows = lsh_params(config)
+        pairs = _candidate_pairs(sig, bands, rows)
+        m = len(idx)
+        for lo in range(0, len(pairs), 65536):
+            p = pairs[lo : lo + 65536]
+            a, b = p // m, p % m
+            jac = (sig[a] == sig[b]).mean(axis=1)
+            for x, y in zip(a[jac >= config.threshold], b[jac >= config.threshold], strict=True):
+                uf.union(int(idx[x]), int(idx[y]))
+    return _result(n, uf, sk.digests, keys)
+
+
 def dedup(
     texts: Sequence[str],
     keys: Sequence[tuple[Any, ...]] | None = None,
@@ -246,67 +387,25 @@ def dedup(
     """Find exact and near duplicates; keep one deterministic survivor per cluster.
 
     ``keys[i]`` (e.g. ``(source, note_id)``) orders the members of a cluster: the smallest
-    survives. Default key: the input index. ``progress``, if given, wraps the main per-note loop
-    (e.g. ``tqdm``). See the module docstring for the exact semantics.
+    survives. Default key: the input index. ``progress``, if given, wraps the per-chunk
+    sketching loop (e.g. ``tqdm``). See the module docstring for the exact semantics.
     """
     n = len(texts)
     if keys is not None and len(keys) != n:
         raise ValueError(f"keys has {len(keys)} items, texts has {n}")
+    check_config(config)
+    starts: Iterable[int] = range(0, n, _CHUNK_NOTES)
+    if progress is not None:
+        starts = progress(starts)
+    parts = [sketch(texts[lo : lo + _CHUNK_NOTES], config) for lo in starts]
+    return link(Sketches.concat(parts, config.num_perm if config.near else 0), keys, config)
+
+
+def check_config(config: DedupConfig) -> None:
     if not 0.0 < config.threshold <= 1.0:
         raise ValueError(f"threshold must be in (0, 1], got {config.threshold}")
     if config.shingle < 1:
         raise ValueError(f"shingle must be >= 1, got {config.shingle}")
-
-    uf = _UnionFind(n)
-    digests: list[bytes | None] = [None] * n
-    first_by_digest: dict[bytes, int] = {}
-    words = _WordHashes()
-    lsh: MinHashLSH | None = None
-    perm: np.ndarray | None = None
-    if config.near:
-        lsh = MinHashLSH(threshold=config.threshold, num_perm=config.num_perm, weights=_LSH_WEIGHTS)
-        perm = MinHash(num_perm=config.num_perm, seed=config.seed, scheme=_SCHEME).permutations
-    sketches: dict[int, LeanMinHash] = {}
-    pending: dict[int, LeanMinHash] = {}  # this chunk's notes that need an LSH query + insert
-
-    def prepare_chunk(lo: int, hi: int) -> None:
-        todo: list[int] = []
-        tokens: list[list[str]] = []
-        for i in range(lo, hi):
-            norm = normalize(texts[i])
-            if not norm:
-                continue  # empty: never a duplicate
-            d = _digest(norm)
-            digests[i] = d
-            first = first_by_digest.setdefault(d, i)
-            if first != i and config.exact:
-                uf.union(first, i)
-                continue  # same signature as `first`, which carries the near links
-            if lsh is not None:
-                todo.append(i)
-                tokens.append(norm.split(" "))
-        if todo and perm is not None:
-            hashes, offsets = _shingle_hashes(tokens, config.shingle, words)
-            sig = _signatures(hashes, offsets, perm)
-            for i, row in zip(todo, sig, strict=True):
-                pending[i] = LeanMinHash(seed=config.seed, hashvalues=row, scheme=_SCHEME)
-
-    indices: Iterable[int] = range(n)
-    if progress is not None:
-        indices = progress(indices)
-    for i in indices:
-        if i % _CHUNK_NOTES == 0:
-            prepare_chunk(i, min(i + _CHUNK_NOTES, n))
-        m = pending.pop(i, None)
-        if m is None or lsh is None:
-            continue
-        for j in lsh.query(m):
-            if m.jaccard(sketches[j]) >= config.threshold:
-                uf.union(i, j)
-        lsh.insert(i, m, check_duplication=False)
-        sketches[i] = m
-
-    return _result(n, uf, digests, keys)
 
 
 def _result(

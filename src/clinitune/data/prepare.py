@@ -3,9 +3,22 @@
 Reads the recipe's ``data`` section and the model's tokenizer; writes into ``<run>/prepared``:
 
 - ``records/{train,valid,test}.jsonl``  chat / text records with provenance (PHI: stays on site)
-- ``tokens/{train,valid,test}.parquet`` input_ids, labels (-100 on prompts), provenance
+- ``tokens/{train,valid,test}.parquet`` input_ids, labels (-100 on prompts), seq_lengths
+  (document boundaries inside packed rows), provenance
 - ``quarantine.jsonl``                 rows that could not be used, with a reason code
-- ``manifest.json``                    counts at every step, hashes, versions, recipe section
+- ``dedup_clusters.jsonl``             duplicate clusters, by (source, note id)
+- ``data_card.{html,json}``, ``manifest.json``  counts at every step, hashes, versions
+
+Memory stays bounded: sources are streamed into chunk files of ``data.chunk_size`` notes, the
+per-note steps run chunk by chunk on all cores (:mod:`clinitune.data.chunks`), and only what
+is global by nature stays in RAM: dedup signatures (512 B per note), patient ids per split, and
+a few integers per row for mixing. Steps, in order:
+
+1. ingest   -> ``.work/notes/*.parquet``   (quarantine as rows are read)
+2. scan     -> PHI gate, dedup sketches     (per chunk, parallel)
+3. link     -> dedup clusters and survivors (all notes, one process)
+4. build    -> sections, tasks, patient split, tokenize (per chunk, parallel)
+5. merge    -> records, mixing to target shares, CPT packing, token shards, data card
 
 Every step keeps the books: in = kept + dropped (by reason) + quarantined.
 """
@@ -14,21 +27,24 @@ from __future__ import annotations
 
 import json
 import random
-from collections import Counter, defaultdict
+import shutil
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from clinitune.data import tasks as task_registry
 from clinitune.data.card import CardStats, write_data_card
-from clinitune.data.ingest import Note, ingest_source
-from clinitune.data.pack import ChatFormatter, tokenize_chat, tokenize_text
-from clinitune.data.split import SPLITS, assign_split
+from clinitune.data.chunks import TOKEN_SCHEMA, build_chunk, load_sketch, scan_chunk, write_notes
+from clinitune.data.executor import run_chunks
+from clinitune.data.ingest import Note, SourceReader
+from clinitune.data.split import SPLITS
 from clinitune.errors import StageError
-from clinitune.models import load_tokenizer, model_identity, resolve_model
+from clinitune.models import model_identity, resolve_model
 from clinitune.progress import track
 from clinitune.recipe import Recipe
 from clinitune.run import (
@@ -69,13 +85,6 @@ def prepare_fingerprint(recipe: Recipe) -> tuple[str, dict[str, str]]:
     return fingerprint("prepare", prepare_config(recipe), inputs, [tokenizer]), inputs
 
 
-def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-
-
 def read_records(prepared: Path, split: str) -> list[dict[str, Any]]:
     path = prepared / "records" / f"{split}.jsonl"
     if not path.exists():
@@ -88,108 +97,84 @@ def token_path(prepared: Path, split: str) -> Path:
     return prepared / "tokens" / f"{split}.parquet"
 
 
-def _mix(
-    rows: list[dict[str, Any]], weights: dict[str, float], seed: int
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Resample train rows so each mixed task's share of tokens matches its weight (among the
-    tasks named in the mix; other tasks are kept as they are). Whole repeats plus a seeded
-    random fraction: deterministic for a given seed."""
-    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        by_task[r["task"]].append(r)
-    mixed = [t for t in sorted(by_task) if t in weights]
-    tokens = {t: sum(r["n_tokens"] for r in by_task[t]) for t in mixed}
-    total_w = sum(weights[t] for t in mixed) or 1.0
-    total_tokens = sum(tokens.values())
-    rng = random.Random(seed)
-    out = [r for t, rs in by_task.items() if t not in weights for r in rs]
-    report: dict[str, Any] = {}
-    for t in mixed:
-        target = total_tokens * weights[t] / total_w
-        factor = target / tokens[t] if tokens[t] else 0.0
-        whole, frac = int(factor), factor - int(factor)
-        picked = [r for r in by_task[t] for _ in range(whole)]
-        extra = by_task[t][:]
-        rng.shuffle(extra)
-        picked += extra[: round(frac * len(extra))]
-        out += picked
-        report[t] = {
-            "weight": weights[t],
-            "tokens_before": tokens[t],
-            "tokens_after": sum(r["n_tokens"] for r in picked),
-            "factor": round(factor, 4),
-            "rows_before": len(by_task[t]),
-            "rows_after": len(picked),
-        }
-    missing = sorted(set(weights) - set(by_task))
-    for t in missing:
-        report[t] = {
-            "weight": weights[t],
-            "tokens_before": 0,
-            "tokens_after": 0,
-            "note": "no training rows for this task",
-        }
-    rng.shuffle(out)
-    return out, report
+# ------------------------------------------------------------------------------- 1. ingest
+def _ingest(
+    recipe: Recipe, out: Path, work: Path, counts: dict[str, Any], warnings: list[str]
+) -> list[dict[str, Any]]:
+    """Stream every source into chunk files; quarantined rows go straight to disk."""
+    data = recipe.data
+    chunks: list[dict[str, Any]] = []
+
+    def flush(src_name: str, buf: list[Note]) -> None:
+        k = len(chunks)
+        path = work / "notes" / f"{k:05d}.parquet"
+        write_notes(path, buf)
+        chunks.append({"index": k, "source": src_name, "notes": str(path), "n": len(buf)})
+
+    with open(out / "quarantine.jsonl", "w", encoding="utf-8") as qf:
+
+        def quarantine(row: dict[str, Any]) -> None:
+            qf.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+        for src in data.sources:
+            reader = SourceReader(src, recipe.resolve_path(src.path))
+            buf: list[Note] = []
+            for note in track(reader.notes(quarantine), f"ingest {src.name}", unit="note"):
+                buf.append(note)
+                if len(buf) >= data.chunk_size:
+                    flush(src.name, buf)
+                    buf = []
+            if buf:
+                flush(src.name, buf)
+            counts["ingest"][src.name] = reader.counts
+            if not reader.patient_column:
+                warnings.append(
+                    f"source {src.name!r} has no patient column: splitting by note id, so one "
+                    "patient's notes may land in different splits (leakage risk)"
+                )
+    return chunks
 
 
-def phi_gate(notes: list[tuple[Any, list[Note]]], data: Any) -> dict[str, Any]:
-    """Scan every text that will be trained on (note text and dialogue). Findings are counted
-    by type, never printed; ``redact`` rewrites the notes in place, ``block`` stops the run."""
+# --------------------------------------------------------------------------------- 2. scan
+def _phi_counts(data: Any, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Findings are counted by type, never printed; ``block`` stops the run."""
     spec = data.phi
     if spec.policy == "off":
         return {"policy": "off"}
-    from clinitune.data.phi import PhiScanner, count_by_type, redact
-
-    scanner = PhiScanner(lexicon=spec.lexicon, extra_patterns=spec.extra_patterns, types=spec.types)
     by_type: Counter[str] = Counter()
-    notes_with = 0
-    total = 0
-    for src, src_notes in notes:
-        for note in track(src_notes, f"PHI gate {src.name}", unit="note"):
-            total += 1
-            names = [note.meta[f] for f in spec.name_fields if note.meta.get(f, "").strip()]
-            found_any = False
-            for field in ("text", "dialogue"):
-                value = getattr(note, field)
-                if not value:
-                    continue
-                findings = scanner.scan(value, names=names)
-                if findings:
-                    found_any = True
-                    by_type.update(count_by_type(findings))
-                    if spec.policy == "redact":
-                        setattr(note, field, redact(value, findings))
-            notes_with += found_any
-    result = {
-        "policy": spec.policy,
-        "notes_scanned": total,
-        "notes_with_findings": notes_with,
-        "findings_by_type": dict(sorted(by_type.items())),
-    }
+    for r in results:
+        by_type.update(r["findings_by_type"])
+    total = sum(r["notes"] for r in results)
+    notes_with = sum(r["notes_with_findings"] for r in results)
     if spec.policy == "block" and by_type:
         summary = ", ".join(f"{k} {v}" for k, v in sorted(by_type.items()))
         raise StageError(
             f"PHI gate (policy: block): {notes_with} of {total} notes contain possible "
             f"identifiers ({summary}); de-identify them, or set data.phi.policy to redact"
         )
-    return result
+    return {
+        "policy": spec.policy,
+        "notes_scanned": total,
+        "notes_with_findings": notes_with,
+        "findings_by_type": dict(sorted(by_type.items())),
+    }
 
 
-def dedup_notes(
-    notes: list[tuple[Any, list[Note]]], data: Any
-) -> tuple[list[tuple[Any, list[Note]]], dict[str, Any], list[dict[str, Any]]]:
-    """Exact and near-duplicate notes within and across sources: one survivor per cluster,
-    the smallest (source, note id). The whole note content is compared (text + dialogue), so
-    identical short targets with different dialogues are not duplicates."""
+# --------------------------------------------------------------------------------- 3. link
+def _link(
+    data: Any, chunks: list[dict[str, Any]], work: Path, out: Path
+) -> tuple[list[str | None], dict[str, Any]]:
+    """Dedup over all notes: exact and near duplicates within and across sources, one survivor
+    per cluster (the smallest (source, note id)). Writes a keep mask per chunk and
+    ``dedup_clusters.jsonl``; returns the mask paths and the counts."""
     spec = data.dedup
-    flat = [(src, n) for src, ns in notes for n in ns]
-    if not (spec.exact or spec.near) or not flat:
-        return notes, {"in": len(flat), "kept": len(flat), "enabled": False}, []
-    from clinitune.data.dedup import DedupConfig, dedup
+    n_in = sum(c["n"] for c in chunks)
+    cluster_path = out / "dedup_clusters.jsonl"
+    if not (spec.exact or spec.near) or not chunks:
+        cluster_path.write_text("")
+        return [None] * len(chunks), {"in": n_in, "kept": n_in, "enabled": False}
+    from clinitune.data.dedup import DedupConfig, Sketches, link
 
-    texts = [n.text + ("\n" + n.dialogue if n.dialogue else "") for _, n in flat]
-    keys = [(n.source, n.note_id) for _, n in flat]
     cfg = DedupConfig(
         threshold=spec.threshold,
         num_perm=spec.num_perm,
@@ -197,32 +182,197 @@ def dedup_notes(
         exact=spec.exact,
         near=spec.near,
     )
-    res = dedup(
-        texts,
-        keys=keys,
-        config=cfg,
-        progress=lambda it: track(it, "dedup", total=len(texts), unit="note"),
-    )
-    kept: dict[str, list[Note]] = {src.name: [] for src, _ in notes}
-    by_source: dict[str, Counter[str]] = {src.name: Counter() for src, _ in notes}
-    for (src, n), keep, reason in zip(flat, res.keep, res.reason, strict=True):
-        if keep:
-            kept[src.name].append(n)
-        else:
-            by_source[src.name][reason or "duplicate"] += 1
-    clusters = [
-        {
-            "survivor": {"source": keys[c[0]][0], "note_id": keys[c[0]][1]},
-            "members": [{"source": keys[i][0], "note_id": keys[i][1]} for i in c[1:]],
-        }
-        for c in res.clusters
-    ]
-    counts = {
+    parts = [load_sketch(Path(c["sketch"])) for c in chunks]
+    keys: list[tuple[str, str]] = []
+    for c in chunks:
+        ids = pq.read_table(c["clean"], columns=["note_id"]).column("note_id").to_pylist()
+        keys += [(c["source"], i) for i in ids]
+    res = link(Sketches.concat(parts, cfg.num_perm if cfg.near else 0), keys, cfg)
+    del parts
+    keep = np.asarray(res.keep, dtype=bool)
+    masks: list[str | None] = []
+    lo = 0
+    by_source: dict[str, Counter[str]] = {s.name: Counter() for s in data.sources}
+    for c in chunks:
+        path = work / "keep" / f"{c['index']:05d}.npy"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, keep[lo : lo + c["n"]])
+        masks.append(str(path))
+        for r in res.reason[lo : lo + c["n"]]:
+            if r is not None:
+                by_source[c["source"]][r] += 1
+        lo += c["n"]
+    with open(cluster_path, "w", encoding="utf-8") as f:
+        for cl in res.clusters:
+            row = {
+                "survivor": {"source": keys[cl[0]][0], "note_id": keys[cl[0]][1]},
+                "members": [{"source": keys[i][0], "note_id": keys[i][1]} for i in cl[1:]],
+            }
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return masks, {
         **res.counts,
         "dropped_by_source": {k: dict(v) for k, v in by_source.items()},
         "config": {"threshold": spec.threshold, "shingle": spec.shingle, "num_perm": spec.num_perm},
     }
-    return [(src, kept[src.name]) for src, _ in notes], counts, clusters
+
+
+# -------------------------------------------------------------------------------- 5. merge
+def _mix_plan(
+    data: Any, parts: list[tuple[Path, int]], seed: int
+) -> tuple[dict[str, tuple[int, set[int]]], dict[str, Any]]:
+    """Per mixed task: (whole repeats, task-local row indices taken once more) so that each
+    task's share of the training tokens matches its weight among the tasks named in the mix.
+    Tasks not in the mix are kept once. Deterministic for a given seed."""
+    weights = data.mix
+    tokens: Counter[str] = Counter()
+    n_rows: Counter[str] = Counter()
+    for path, _ in parts:
+        t = pq.read_table(path, columns=["task", "n_tokens"]).to_pydict()
+        for task, n in zip(t["task"], t["n_tokens"], strict=True):
+            tokens[task] += n
+            n_rows[task] += 1
+    mixed = [t for t in sorted(n_rows) if t in weights]
+    total_w = sum(weights[t] for t in mixed) or 1.0
+    total_tokens = sum(tokens[t] for t in mixed)
+    rng = random.Random(seed)
+    plan: dict[str, tuple[int, set[int]]] = {}
+    report: dict[str, Any] = {}
+    for t in mixed:
+        factor = total_tokens * weights[t] / total_w / tokens[t] if tokens[t] else 0.0
+        whole, frac = int(factor), factor - int(factor)
+        extra = set(rng.sample(range(n_rows[t]), round(frac * n_rows[t])))
+        plan[t] = (whole, extra)
+        report[t] = {
+            "weight": weights[t],
+            "tokens_before": tokens[t],
+            "factor": round(factor, 4),
+            "rows_before": n_rows[t],
+            "rows_after": whole * n_rows[t] + len(extra),
+        }
+    for t in sorted(set(weights) - set(n_rows)):
+        report[t] = {
+            "weight": weights[t],
+            "tokens_before": 0,
+            "tokens_after": 0,
+            "note": "no training rows for this task",
+        }
+    return plan, report
+
+
+class _Packer:
+    """Concatenates one task's raw-text rows and cuts them into rows of exactly ``max_len``
+    tokens (the last may be shorter). A document that does not fit continues in the next row
+    as a new segment. ``seq_lengths`` records the segments, so the trainer restarts position
+    ids at each one and attention never crosses documents (as in LLaMA/HEAL-style CPT, a cut
+    document's tail starts without its head as context)."""
+
+    def __init__(self, max_len: int) -> None:
+        self.max_len = max_len
+        self.ids: list[int] = []
+        self.lengths: list[int] = []
+        self.first: dict[str, Any] | None = None
+
+    def add(self, row: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        ids = row["input_ids"]
+        while ids:
+            if self.first is None:
+                self.first = row
+            room = self.max_len - len(self.ids)
+            piece, ids = ids[:room], ids[room:]
+            self.ids += piece
+            self.lengths.append(len(piece))
+            if len(self.ids) == self.max_len:
+                yield self._emit()
+
+    def flush(self) -> Iterator[dict[str, Any]]:
+        if self.ids:
+            yield self._emit()
+
+    def _emit(self) -> dict[str, Any]:
+        first = self.first
+        assert first is not None
+        row = {
+            **first,
+            "input_ids": self.ids,
+            "labels": list(self.ids),
+            "seq_lengths": self.lengths,
+            "n_tokens": len(self.ids),
+            "n_loss_tokens": len(self.ids) - len(self.lengths),
+        }
+        self.ids, self.lengths, self.first = [], [], None
+        return row
+
+
+def _merge_tokens(
+    data: Any,
+    split: str,
+    parts: list[tuple[Path, int]],
+    path: Path,
+    plan: dict[str, tuple[int, set[int]]] | None,
+    text_tasks: set[str],
+) -> tuple[dict[str, Any], list[int]]:
+    """Concatenate the token files ``parts`` (path, record offset) in order (record ids made
+    global), repeat rows per the mix
+    plan (pass 0 has every row once, pass p the rows repeated at least p+1 times, so copies
+    are spread out), and pack raw-text rows on the training split."""
+    pack = split == "train" and data.pack
+    packers = {t: _Packer(data.max_seq_len) for t in text_tasks} if pack else {}
+    passes = 1
+    if plan:
+        passes = max([w + (1 if extra else 0) for w, extra in plan.values()] + [1])
+    rows_out = tokens = loss_tokens = 0
+    by_source: Counter[str] = Counter()
+    by_task: Counter[str] = Counter()
+    lengths: list[int] = []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with pq.ParquetWriter(path, TOKEN_SCHEMA) as writer:
+        buf: list[dict[str, Any]] = []
+
+        def emit(row: dict[str, Any]) -> None:
+            nonlocal rows_out, tokens, loss_tokens
+            buf.append(row)
+            rows_out += 1
+            tokens += row["n_tokens"]
+            loss_tokens += row["n_loss_tokens"]
+            lengths.append(row["n_tokens"])
+            if len(buf) >= 1024:
+                writer.write_table(pa.Table.from_pylist(buf, schema=TOKEN_SCHEMA))
+                buf.clear()
+
+        for p in range(passes):
+            seen: Counter[str] = Counter()  # task-local row index, for the mix plan
+            for part, off in parts:
+                for row in pq.read_table(part).to_pylist():
+                    task = row["task"]
+                    j = seen[task]
+                    seen[task] += 1
+                    if plan is not None and task in plan:
+                        whole, extra = plan[task]
+                        if not (p < whole or (p == whole and j in extra)):
+                            continue
+                    elif p > 0:
+                        continue
+                    row["record"] += off
+                    by_source[row["source"]] += row["n_tokens"]
+                    by_task[task] += row["n_tokens"]
+                    if task in packers:
+                        for packed in packers[task].add(row):
+                            emit(packed)
+                    else:
+                        emit(row)
+        for packer in packers.values():
+            for packed in packer.flush():
+                emit(packed)
+        if buf or rows_out == 0:
+            writer.write_table(pa.Table.from_pylist(buf, schema=TOKEN_SCHEMA))
+    return {
+        "rows_out": rows_out,
+        "tokens": tokens,
+        "loss_tokens": loss_tokens,
+        "tokens_by_source": dict(by_source),
+        "tokens_by_task": dict(by_task),
+        **({"packed": True, "packed_len": data.max_seq_len} if packers else {}),
+    }, lengths
 
 
 def prepare(recipe: Recipe, layout: RunLayout, *, force: bool = False) -> PrepareResult:
@@ -232,122 +382,123 @@ def prepare(recipe: Recipe, layout: RunLayout, *, force: bool = False) -> Prepar
         return PrepareResult(out, read_manifest(out) or {}, skipped=True)
     out.mkdir(parents=True, exist_ok=True)
     (out / "manifest.json").unlink(missing_ok=True)
+    work = out / ".work"  # chunk files (note text: PHI); removed when prepare succeeds
+    shutil.rmtree(work, ignore_errors=True)
     data = recipe.data
+    data_json = data.model_dump(mode="json")
     counts: dict[str, Any] = {"ingest": {}, "tasks": {}, "split": {}, "tokenize": {}}
     warnings: list[str] = []
+    run = {"workers": data.workers, "executor": data.executor, "work_dir": work}
 
     # 1. ingest -------------------------------------------------------------------------
-    notes = []
-    quarantine: list[dict[str, Any]] = []
-    for src in data.sources:
-        res = ingest_source(src, recipe.resolve_path(src.path))
-        counts["ingest"][src.name] = res.counts
-        quarantine += res.quarantined
-        notes.append((src, res.notes))
-        if not res.patient_column:
-            warnings.append(
-                f"source {src.name!r} has no patient column: splitting by note id, so one "
-                "patient's notes may land in different splits (leakage risk)"
-            )
-    _write_jsonl(out / "quarantine.jsonl", quarantine)
+    chunks = _ingest(recipe, out, work, counts, warnings)
+    weights = [c["n"] for c in chunks]
 
-    # 2. PHI gate, then dedup (on the de-identified text) ----------------------------------
-    counts["phi"] = phi_gate(notes, data)
-    notes, counts["dedup"], clusters = dedup_notes(notes, data)
-    _write_jsonl(out / "dedup_clusters.jsonl", clusters)
+    # 2. PHI gate + dedup sketches, per chunk ---------------------------------------------
+    for c in chunks:
+        c["clean"] = str(work / "clean" / f"{c['index']:05d}.parquet")
+        c["sketch"] = str(work / "sketch" / f"{c['index']:05d}.npz")
+    scan_jobs = [
+        {"notes": c["notes"], "clean": c["clean"], "sketch": c["sketch"], "data": data_json}
+        for c in chunks
+    ]
+    scanned = run_chunks(scan_chunk, scan_jobs, desc="scan (PHI, dedup sketches)",
+                         weights=weights, **run)  # fmt: skip
+    counts["phi"] = _phi_counts(data, scanned)
 
-    # section coverage and note lengths, for the data card (aggregates only)
+    # 3. dedup over all notes -----------------------------------------------------------
+    masks, counts["dedup"] = _link(data, chunks, work, out)
+
+    # 4. sections, tasks, split, tokenize, per chunk ----------------------------------------
+    model_path = resolve_model(recipe.model.name, recipe.model.revision)
+    tokenizer = {
+        "path": str(model_path),
+        "system_prompt": recipe.model.system_prompt,
+        "chat_template_kwargs": recipe.model.chat_template_kwargs,
+    }
+    spec_by_name = {s.name: s for s in data.sources}
+    build_jobs = [
+        {
+            "clean": c["clean"],
+            "keep": m,
+            "out": str(work / "build" / f"{c['index']:05d}"),
+            "data": data_json,
+            "tokenizer": tokenizer,
+            "tasks": spec_by_name[c["source"]].tasks,
+            "namespace": spec_by_name[c["source"]].patient_namespace or c["source"],
+        }
+        for c, m in zip(chunks, masks, strict=True)
+    ]
+    built = run_chunks(build_chunk, build_jobs, desc="build (sections, tasks, tokens)",
+                       weights=weights, **run)  # fmt: skip
+
+    # 5. merge --------------------------------------------------------------------------
     stats = CardStats()
-    for src, src_notes in notes:
-        for note in src_notes:
-            stats.add_note(src.name, note.text, set(note.sections) - {"preamble"})
-
-    # 3. tasks --------------------------------------------------------------------------
-    records: list[dict[str, Any]] = []
-    for src, src_notes in notes:
-        for task in src.tasks:
-            spec = data.tasks[task]
-            skipped: Counter[str] = Counter()
-            made = 0
-            for note in track(src_notes, f"{task} <- {src.name}", unit="note"):
-                res = task_registry.build(note, task, spec)
-                if isinstance(res, str):
-                    skipped[res] += 1
-                else:
-                    records += res
-                    made += len(res)
-            key = f"{task}<-{src.name}"
-            counts["tasks"][key] = {
-                "notes_in": len(src_notes),
-                "records": made,
-                "notes_used": len(src_notes) - sum(skipped.values()),
-                "skipped": dict(skipped),
-            }
-
-    # 4. split by patient -----------------------------------------------------------------
-    namespaces = {s.name: s.patient_namespace or s.name for s in data.sources}
-    by_split: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
     patients: dict[str, set[str]] = {s: set() for s in SPLITS}
-    for r in records:
-        # Patients are namespaced (default: by source; ids of different exports are different
-        # people unless the recipe gives the sources one patient_namespace).
-        key = f"{namespaces[r['source']]}::{r['patient_id']}"
-        s = assign_split(key, valid=data.split.valid, test=data.split.test, salt=data.split.salt)
-        r["split"] = s
-        by_split[s].append(r)
-        patients[s].add(key)
+    split_counts = {s: {"records": 0, "by_task": Counter()} for s in SPLITS}
+    status: dict[str, Counter[str]] = {s: Counter() for s in SPLITS}
+    for c, b in zip(chunks, built, strict=True):
+        stats.add_chunk(c["source"], b["note_chars"], b["sections"], b["notes"])
+        for task, tc in b["tasks"].items():
+            acc = counts["tasks"].setdefault(
+                f"{task}<-{c['source']}",
+                {"notes_in": 0, "records": 0, "notes_used": 0, "skipped": Counter()},
+            )
+            for k in ("notes_in", "records", "notes_used"):
+                acc[k] += tc[k]
+            acc["skipped"].update(tc["skipped"])
+        for s in SPLITS:
+            patients[s].update(b["split"][s]["patients"])
+            split_counts[s]["records"] += b["split"][s]["records"]
+            split_counts[s]["by_task"].update(b["split"][s]["by_task"])
+            status[s].update(b["tokenize"][s]["status"])
+    for tc in counts["tasks"].values():
+        tc["skipped"] = dict(tc["skipped"])
     leaked = (patients["train"] & patients["test"]) | (patients["train"] & patients["valid"])
     if leaked:  # impossible by construction; a bug if it happens
         raise AssertionError(f"{len(leaked)} patients in two splits")
     for s in SPLITS:
         counts["split"][s] = {
-            "records": len(by_split[s]),
+            "records": split_counts[s]["records"],
             "patients": len(patients[s]),
-            "by_task": dict(Counter(r["task"] for r in by_split[s])),
+            "by_task": dict(split_counts[s]["by_task"]),
         }
-        _write_jsonl(out / "records" / f"{s}.jsonl", by_split[s])
-    if not by_split["train"]:
+    del patients
+    if not split_counts["train"]["records"]:
         raise StageError("no training records after splitting: check the sources and tasks")
 
-    # 5. tokenize -----------------------------------------------------------------------
-    tok = load_tokenizer(resolve_model(recipe.model.name, recipe.model.revision))
-    fmt = ChatFormatter(tok, recipe.model.system_prompt, recipe.model.chat_template_kwargs)
+    chunk_dirs = [Path(j["out"]) for j in build_jobs]
+    text_tasks = {t for t, spec in data.tasks.items() if spec.type == "cpt"}
     mix_report: dict[str, Any] | None = None
     token_lengths: dict[str, list[int]] = {}
+    # Files in source order, then task order, then chunk order: independent of chunking.
+    order = [
+        (src.name, task, d, b)
+        for src in data.sources
+        for task in src.tasks
+        for c, d, b in zip(chunks, chunk_dirs, built, strict=True)
+        if c["source"] == src.name
+    ]
     for s in SPLITS:
-        rows: list[dict[str, Any]] = []
-        status: Counter[str] = Counter()
-        for i, r in enumerate(track(by_split[s], f"tokenize {s}", unit="rec")):
-            prov = {
-                "task": r["task"],
-                "source": r["source"],
-                "note_id": r["note_id"],
-                "patient_id": r["patient_id"],
-                "record": i,
-            }
-            if r["kind"] == "text":
-                chunks = tokenize_text(fmt, r["text"], data.max_seq_len)
-                status["ok" if len(chunks) == 1 else "chunked"] += 1
-                rows += [{**c, **prov} for c in chunks]
-                continue
-            row, st = tokenize_chat(fmt, r, data.max_seq_len, data.overlong)
-            status[st] += 1
-            if row is not None:
-                rows.append({**row, **prov})
+        rec_path = out / "records" / f"{s}.jsonl"
+        rec_path.parent.mkdir(parents=True, exist_ok=True)
+        parts: list[tuple[Path, int]] = []
+        n = 0
+        with open(rec_path, "wb") as f:
+            for _src, task, d, b in order:
+                parts.append((d / f"tokens-{s}.{task}.parquet", n))
+                n += b["split"][s]["by_task"].get(task, 0)
+                with open(d / f"records-{s}.{task}.jsonl", "rb") as part:
+                    shutil.copyfileobj(part, f)
+        plan = None
         if s == "train" and data.mix:
-            rows, mix_report = _mix(rows, data.mix, recipe.seed)
-        token_lengths[s] = [r["n_tokens"] for r in rows]
-        counts["tokenize"][s] = {
-            "records_in": len(by_split[s]),
-            "status": dict(status),
-            "rows_out": len(rows),
-            "tokens": sum(r["n_tokens"] for r in rows),
-            "loss_tokens": sum(r["n_loss_tokens"] for r in rows),
-            "tokens_by_source": dict(_sum_by(rows, "source")),
-        }
-        path = token_path(out, s)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pylist(rows, schema=_SCHEMA), path)
+            plan, mix_report = _mix_plan(data, parts, recipe.seed)
+        tc, token_lengths[s] = _merge_tokens(data, s, parts, token_path(out, s), plan, text_tasks)
+        counts["tokenize"][s] = {"records_in": n, "status": dict(status[s]), **tc}
+        if plan is not None and mix_report is not None:
+            for t in plan:
+                mix_report[t]["tokens_after"] = tc["tokens_by_task"].get(t, 0)
+    shutil.rmtree(work, ignore_errors=True)
 
     write_data_card(
         out, recipe.name, counts, stats, token_lengths, warnings=warnings, mix=mix_report
@@ -364,33 +515,20 @@ def prepare(recipe: Recipe, layout: RunLayout, *, force: bool = False) -> Prepar
         extra={
             "warnings": warnings,
             "mix": mix_report,
-            "tokenizer": {
-                "name_or_path": recipe.model.name,
-                "vocab_size": len(tok),
-                "eos_token_id": tok.eos_token_id,
-            },
+            "chunks": len(chunks),
+            "tokenizer": _tokenizer_info(model_path),
         },
     )
     return PrepareResult(out, manifest, skipped=False)
 
 
-def _sum_by(rows: list[dict[str, Any]], key: str) -> Counter[str]:
-    c: Counter[str] = Counter()
-    for r in rows:
-        c[r[key]] += r["n_tokens"]
-    return c
+def _tokenizer_info(model_path: Path) -> dict[str, Any]:
+    from clinitune.data.chunks import _formatter
 
-
-_SCHEMA = pa.schema(
-    [
-        ("input_ids", pa.list_(pa.int32())),
-        ("labels", pa.list_(pa.int32())),
-        ("n_tokens", pa.int32()),
-        ("n_loss_tokens", pa.int32()),
-        ("task", pa.string()),
-        ("source", pa.string()),
-        ("note_id", pa.string()),
-        ("patient_id", pa.string()),
-        ("record", pa.int32()),
-    ]
-)
+    fmt = _formatter({"tokenizer": {"path": str(model_path), "system_prompt": None,
+                                    "chat_template_kwargs": {}}})  # fmt: skip
+    return {
+        "name_or_path": str(model_path),
+        "vocab_size": len(fmt.tok),
+        "eos_token_id": fmt.tok.eos_token_id,
+    }

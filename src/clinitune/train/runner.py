@@ -126,7 +126,7 @@ def _load_rows(layout: RunLayout, st: StageSpec, split: str) -> list[dict[str, A
     path = token_path(layout.prepared, split)
     if not path.exists():
         raise StageError(f"{path} not found: run `clinitune prepare` first")
-    table = pq.read_table(path, columns=["input_ids", "labels", "task", "n_tokens"])
+    table = pq.read_table(path, columns=["input_ids", "labels", "seq_lengths", "task", "n_tokens"])
     rows = [r for r in table.to_pylist() if r["task"] in st.tasks]
     if not rows and split == "train":
         raise StageError(f"stage {st.name!r}: no prepared {split} rows for tasks {st.tasks}")
@@ -235,7 +235,12 @@ def train_stage(
 
     from datasets import Dataset
 
-    ds = Dataset.from_list([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows])
+    ds = Dataset.from_list(
+        [
+            {"input_ids": r["input_ids"], "labels": r["labels"], "seq_lengths": r["seq_lengths"]}
+            for r in rows
+        ]
+    )
     bf16 = device == "cuda" and model.dtype == torch.bfloat16
     args = TrainingArguments(
         output_dir=str(out / "checkpoints"),
@@ -264,7 +269,7 @@ def train_stage(
         model=model,
         args=args,
         train_dataset=ds,
-        data_collator=DataCollatorWithFlattening(),
+        data_collator=SegmentCollator(DataCollatorWithFlattening()),
         callbacks=[log],
     )
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -321,6 +326,28 @@ def train_stage(
         outputs=[*model_dir.glob("*"), out / "train_log.jsonl"],
     )
     return StageResult(st.name, model_dir, False, summary)
+
+
+class SegmentCollator:
+    """Rows packed by ``prepare`` hold several documents (``seq_lengths``). Each is handed to
+    ``DataCollatorWithFlattening`` as its own example, which restarts the position ids (so the
+    attention mask is block-diagonal) and drops the label of each document's first token (no
+    predicting a document from the one before it). Unpacked rows are one segment."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        segments = []
+        for f in features:
+            start = 0
+            for n in f.get("seq_lengths") or [len(f["input_ids"])]:
+                end = start + n
+                segments.append(
+                    {"input_ids": f["input_ids"][start:end], "labels": f["labels"][start:end]}
+                )
+                start = end
+        return self.inner(segments)
 
 
 def disable_kv_cache(model: Any) -> None:

@@ -1,0 +1,138 @@
+"""Run a per-chunk step (:mod:`clinitune.data.chunks`) over many chunks.
+
+- ``local``: in this process when there is one worker or one chunk, else a process pool
+  (``spawn``: the tokenizer's Rust threads and torch do not survive ``fork``). Results come back
+  in chunk order, so the output does not depend on the number of workers.
+- ``datatrove``: datatrove's ``LocalPipelineExecutor`` runs a :class:`ChunkStep` with one task
+  per chunk; each task writes its result as JSON, read back here in chunk order. The same step
+  is what a datatrove cluster executor would run (see docs/cluster.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from clinitune.errors import StageError
+from clinitune.progress import bar
+
+Step = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def n_workers(requested: int) -> int:
+    """``requested``, or all the cores this process may use when it is 0."""
+    if requested:
+        return requested
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def run_chunks(
+    step: Step,
+    jobs: list[dict[str, Any]],
+    *,
+    workers: int,
+    executor: str,
+    work_dir: Path,
+    desc: str,
+    weights: list[int] | None = None,
+) -> list[dict[str, Any]]:
+    """``[step(job) for job in jobs]``, in parallel; ``weights`` (notes per job) drive the bar."""
+    weights = weights or [1] * len(jobs)
+    if executor == "datatrove":
+        return _run_datatrove(step, jobs, workers=workers, work_dir=work_dir, desc=desc)
+    workers = min(n_workers(workers), len(jobs))
+    results: list[dict[str, Any]] = []
+    with bar(desc, total=sum(weights), unit="note") as b:
+        if workers <= 1:
+            for job, w in zip(jobs, weights, strict=True):
+                results.append(step(job))
+                b.update(w)
+            return results
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = [pool.submit(step, job) for job in jobs]
+            for fut, w in zip(futures, weights, strict=True):
+                results.append(fut.result())
+                b.update(w)
+    return results
+
+
+class _ChunkStepFactory:
+    """Builds the datatrove PipelineStep lazily (datatrove is an optional dependency)."""
+
+    cls: Any = None
+
+    @classmethod
+    def get(cls) -> Any:
+        if cls.cls is None:
+            from datatrove.pipeline.base import PipelineStep
+
+            class ChunkStep(PipelineStep):  # type: ignore[misc]
+                """Runs ``step`` on the jobs of this rank (jobs[rank::world_size]) and writes
+                each result to ``<results>/<job index>.json``."""
+
+                name = "clinitune chunk step"
+                type = "clinitune"
+
+                def __init__(self, step: Step, jobs: list[dict[str, Any]], results: str):
+                    super().__init__()
+                    self.step = step
+                    self.jobs = jobs
+                    self.results = results
+
+                def run(self, data: Any = None, rank: int = 0, world_size: int = 1) -> Any:
+                    for i in range(rank, len(self.jobs), world_size):
+                        res = self.step(self.jobs[i])
+                        path = Path(self.results) / f"{i:06d}.json"
+                        tmp = path.with_suffix(".tmp")
+                        tmp.write_text(json.dumps(res))
+                        tmp.replace(path)
+                        self.stat_update("chunks")
+                    yield from data or []
+
+            cls.cls = ChunkStep
+        return cls.cls
+
+
+def _run_datatrove(
+    step: Step, jobs: list[dict[str, Any]], *, workers: int, work_dir: Path, desc: str
+) -> list[dict[str, Any]]:
+    try:
+        from datatrove.executor import LocalPipelineExecutor
+    except ImportError:
+        raise StageError(
+            "data.executor is 'datatrove' but datatrove is not installed: "
+            "pip install 'clinitune[cluster]'"
+        ) from None
+    import shutil
+
+    name = desc.split()[0]
+    results = work_dir / f"results-{name}"
+    logs = work_dir / f"datatrove-{name}"
+    for d in (results, logs):  # a rerun must not skip tasks or read stale results
+        shutil.rmtree(d, ignore_errors=True)
+    results.mkdir(parents=True)
+    ex = LocalPipelineExecutor(
+        pipeline=[_ChunkStepFactory.get()(step, jobs, str(results))],
+        tasks=len(jobs),
+        workers=min(n_workers(workers), len(jobs)),
+        logging_dir=str(logs),
+        skip_completed=False,
+        start_method="spawn",
+    )
+    ex.run()
+    out = []
+    for i in range(len(jobs)):
+        path = results / f"{i:06d}.json"
+        if not path.exists():
+            raise StageError(f"datatrove task for chunk {i} wrote no result: see {logs}")
+        out.append(json.loads(path.read_text()))
+    return out
