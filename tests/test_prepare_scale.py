@@ -149,3 +149,48 @@ def test_manifest_counts_stay_balanced(reference):
     assert d["in"] == sum(ic["kept"] for ic in c["ingest"].values())
     card = json.loads((res.out_dir / "data_card.json").read_text())
     assert card["counts"] == c
+
+
+def test_a_5mb_note_is_chunked_not_dropped(tmp_path, tiny_model_dir):
+    """Notes of several MB exist (long admissions): every step stays linear, nothing is lost."""
+    import csv
+    import time
+
+    para = (
+        "HPI: 67 yo M with chest pain radiating to the left arm, onset 2 hours ago. Seen by "
+        "Dr. Smith on 03/04/2021, call 555-123-4567. John Miller is a 54-year-old man.\n"
+        "MDM: ACS ruled out with serial troponins; plan stress test.\n"
+    )
+    big = "CHIEF COMPLAINT: chest pain\n" + para * (5_000_000 // len(para))
+    path = tmp_path / "notes.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "mrn", "note"])
+        w.writerow(["big", "p1", big])
+        w.writerow(["small", "p2", "CHIEF COMPLAINT: cough\nHPI: two days of cough.\n"])
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"""name: big
+model: {{name: {tiny_model_dir}}}
+data:
+  sources:
+    - {{name: ed, path: {path}, columns: {{note_id: id, patient_id: mrn, text: note}},
+       tasks: [notes_cpt]}}
+  tasks: {{notes_cpt: {{type: cpt}}}}
+  phi: {{policy: redact}}
+  split: {{valid: 0.0, test: 0.0}}
+  max_seq_len: 2048
+train: [{{name: cpt, kind: cpt, tasks: [notes_cpt], max_steps: 1}}]
+evaluate: {{models: [base]}}
+"""
+    )
+    r = load_recipe(str(recipe), [f"run_dir={tmp_path / 'run'}", "data.workers=1"])
+    t0 = time.perf_counter()
+    res = prepare(r, RunLayout(r.run_path), force=True)
+    assert time.perf_counter() - t0 < 90
+    c = res.manifest["counts"]
+    assert c["tokenize"]["train"]["status"] == {"chunked": 1, "ok": 1}
+    assert c["tokenize"]["train"]["tokens"] > 1_000_000
+    assert c["phi"]["findings_by_type"]["NAME"] > 10_000
+    rows = pq.read_table(token_path(res.out_dir, "train")).to_pylist()
+    assert all(r["n_tokens"] == 2048 for r in rows[:-1])
