@@ -58,6 +58,14 @@ SeedOpt = Annotated[int | None, typer.Option(help="Random seed (recipe: seed).")
 ForceOpt = Annotated[
     bool, typer.Option("--force", help="Rerun even if the stage's outputs are up to date.")
 ]
+ResumeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--resume",
+        help="Continue an interrupted stage from its newest complete checkpoint "
+        "(train.<stage>.save_steps): model, optimizer, scheduler, RNG and data position.",
+    ),
+]
 
 
 def _quiet_libraries() -> None:
@@ -132,11 +140,11 @@ def _prepare(r: Any, layout: Any, force: bool) -> None:
         console.print(f"[yellow]warning:[/] {w}")
 
 
-def _train(r: Any, layout: Any, force: bool) -> None:
+def _train(r: Any, layout: Any, force: bool, resume: bool = False) -> None:
     from clinitune.train.runner import train as run_train
 
     t0 = time.perf_counter()
-    for res in run_train(r, layout, force=force):
+    for res in run_train(r, layout, force=force, resume=resume):
         s = res.summary
         detail = (
             f"{s.get('steps')} steps, training loss (mean of first/last 5 steps) "
@@ -218,10 +226,11 @@ def train(
     model: ModelOpt = None,
     seed: SeedOpt = None,
     force: ForceOpt = False,
+    resume: ResumeOpt = False,
 ) -> None:
     """Run the recipe's training stages in order (cpt -> sft -> task), each from the last."""
     r, layout = _load(recipe, set_, run_dir, model, seed)
-    _train(r, layout, force)
+    _train(r, layout, force, resume)
 
 
 @app.command()

@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from clinitune.errors import ModelNotAvailableError
 
@@ -177,11 +178,40 @@ def load_tokenizer(path: Path):
     return AutoTokenizer.from_pretrained(path)
 
 
-def load_model(path: Path, *, dtype: str = "auto", attn: str = "sdpa", device: str | None = None):
+def scaled_config(path: Path, rope: Any) -> Any:
+    """The model's config with RoPE scaling applied (transformers 5 ``rope_parameters``):
+    ``linear`` positional interpolation or ``yarn``; the window grows by ``factor``. A config
+    that is already scaled (a later stage) is returned as is."""
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(path)
+    params = dict(getattr(cfg, "rope_parameters", None) or {})
+    if rope is None or params.get("rope_type", "default") != "default":
+        return cfg
+    window = cfg.max_position_embeddings
+    params.update({"rope_type": rope.type, "factor": float(rope.factor)})
+    if rope.type == "yarn":
+        params["original_max_position_embeddings"] = window
+    cfg.rope_parameters = params
+    cfg.max_position_embeddings = int(window * rope.factor)
+    return cfg
+
+
+def load_model(
+    path: Path,
+    *,
+    dtype: str = "auto",
+    attn: str = "sdpa",
+    device: str | None = None,
+    rope: Any = None,
+):
     from transformers import AutoModelForCausalLM
 
     device = device or pick_device()
+    kwargs: dict[str, Any] = {}
+    if rope is not None:
+        kwargs["config"] = scaled_config(path, rope)
     model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=resolve_dtype(dtype, device), attn_implementation=attn
+        path, dtype=resolve_dtype(dtype, device), attn_implementation=attn, **kwargs
     )
     return model.to(device)

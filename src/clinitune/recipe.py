@@ -30,6 +30,15 @@ class Strict(BaseModel):
 
 
 # --------------------------------------------------------------------------------------- model
+class RopeScalingSpec(Strict):
+    """Context extension for the first stage's base model: RoPE ``linear`` positional
+    interpolation (HEAL: LLaMA2 4K -> 8K, factor 2) or ``yarn``. The window becomes
+    ``factor`` x the model's ``max_position_embeddings``; later stages inherit the config."""
+
+    type: Literal["linear", "yarn"] = "linear"
+    factor: float = Field(gt=1.0)
+
+
 class ModelSpec(Strict):
     name: str = "smollm2-135m-instruct"
     """An embedded name (``smollm2-135m-instruct``), a local HF-format directory, or a hub id."""
@@ -41,6 +50,7 @@ class ModelSpec(Strict):
     """System message for chat-formatted records; ``None`` keeps the template's own default."""
     chat_template_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Passed to ``apply_chat_template`` (e.g. ``enable_thinking: false`` for Qwen3 hybrids)."""
+    rope_scaling: RopeScalingSpec | None = None
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -372,6 +382,33 @@ class StageSpec(Strict):
     logging_steps: int = Field(default=1, ge=1)
     merge_lora: bool = True
     """Save LoRA stages merged into full weights (the next stage and evaluation load plain HF)."""
+    save_steps: int | None = Field(default=None, ge=1)
+    """Checkpoint (model, optimizer, scheduler, RNG, data position) every N steps, for
+    ``clinitune train --resume``. ``None``: no intermediate checkpoints."""
+    save_total_limit: int = Field(default=2, ge=1)
+    """Checkpoints kept (the newest)."""
+    eval_steps: int | None = Field(default=None, ge=1)
+    """Held-out loss and perplexity on the valid split (this stage's tasks) every N steps and
+    at the end. ``None``: only at the end, if the valid split has rows."""
+    eval_max_examples: int | None = Field(default=256, ge=1)
+    """Valid rows used for in-training evaluation (a seeded sample); ``None``: all."""
+    early_stopping_patience: int | None = Field(default=None, ge=1)
+    """Stop after this many evaluations without a lower held-out loss, keeping the best
+    checkpoint (needs ``eval_steps``)."""
+    class_balanced: bool = False
+    """Sample training rows so each distinct completion (e.g. ``yes`` / ``no``) is drawn
+    equally often: the label-collapse remedy for a short ``task`` stage."""
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=lambda: ["tensorboard"]
+    )
+    """Loggers besides the console and ``train_log.jsonl`` (TensorBoard events under
+    ``train/<stage>/tensorboard``; W&B / MLflow read their usual environment variables)."""
+
+    @model_validator(mode="after")
+    def _eval_needs(self) -> StageSpec:
+        if self.early_stopping_patience is not None and self.eval_steps is None:
+            raise ValueError("early_stopping_patience needs eval_steps")
+        return self
 
 
 # ------------------------------------------------------------------------------------ evaluate

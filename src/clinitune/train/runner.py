@@ -191,10 +191,20 @@ class _ProgressBar:
 
 
 def train_stage(
-    recipe: Recipe, layout: RunLayout, index: int, *, force: bool = False
+    recipe: Recipe,
+    layout: RunLayout,
+    index: int,
+    *,
+    force: bool = False,
+    resume: bool = False,
 ) -> StageResult:
     import torch
-    from transformers import DataCollatorWithFlattening, Trainer, TrainingArguments, set_seed
+    from transformers import (
+        DataCollatorWithFlattening,
+        EarlyStoppingCallback,
+        TrainingArguments,
+        set_seed,
+    )
 
     st = recipe.train[index]
     out = layout.stage(st.name)
@@ -205,14 +215,30 @@ def train_stage(
     init_dir, _ = stage_init(recipe, layout, index)
     _check_tokenizer(layout, init_dir)
     rows = _load_rows(layout, st, "train")
+    rope = recipe.model.rope_scaling if index == 0 else None
+    _check_window(init_dir, rope, rows)
+    eval_rows = _eval_rows(layout, st, recipe.seed)
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "manifest.json").unlink(missing_ok=True)
-    (out / "train_log.jsonl").unlink(missing_ok=True)
+    ckpt_dir = out / "checkpoints"
+    checkpoint = _resume_point(ckpt_dir, fp) if resume else None
+    if checkpoint is None:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        shutil.rmtree(out / "tensorboard", ignore_errors=True)
+        (out / "train_log.jsonl").unlink(missing_ok=True)
+    else:
+        _truncate_log(out / "train_log.jsonl", _checkpoint_step(checkpoint))
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    (ckpt_dir / "FINGERPRINT").write_text(fp)
     set_seed(recipe.seed)
     device = pick_device()
     model = load_model(
-        init_dir, dtype=recipe.model.dtype, attn=recipe.model.attn_implementation, device=device
+        init_dir,
+        dtype=recipe.model.dtype,
+        attn=recipe.model.attn_implementation,
+        device=device,
+        rope=rope,
     )
     tok = load_tokenizer(init_dir)
     disable_kv_cache(model)
@@ -233,19 +259,19 @@ def train_stage(
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
-    from datasets import Dataset
-
-    ds = Dataset.from_list(
-        [
-            {"input_ids": r["input_ids"], "labels": r["labels"], "seq_lengths": r["seq_lengths"]}
-            for r in rows
-        ]
-    )
+    ds = _dataset(rows)
+    eval_ds = _dataset(eval_rows) if eval_rows else None
     bf16 = device == "cuda" and model.dtype == torch.bfloat16
+    report_to = _loggers(st.report_to)
+    evaluating = eval_ds is not None and st.eval_steps is not None
+    save_steps = st.save_steps
+    if st.early_stopping_patience is not None and evaluating:
+        save_steps = st.eval_steps  # the best checkpoint must exist to be restored
     args = TrainingArguments(
-        output_dir=str(out / "checkpoints"),
+        output_dir=str(ckpt_dir),
         max_steps=st.max_steps,
         per_device_train_batch_size=st.batch_size,
+        per_device_eval_batch_size=st.batch_size,
         gradient_accumulation_steps=st.grad_accum,
         learning_rate=st.learning_rate,
         lr_scheduler_type=st.lr_scheduler,
@@ -253,8 +279,15 @@ def train_stage(
         weight_decay=st.weight_decay,
         max_grad_norm=st.max_grad_norm,
         logging_steps=st.logging_steps,
-        save_strategy="no",
-        report_to="none",
+        save_strategy="steps" if save_steps else "no",
+        save_steps=save_steps or 500,
+        save_total_limit=st.save_total_limit,
+        eval_strategy="steps" if evaluating else "no",
+        eval_steps=st.eval_steps,
+        load_best_model_at_end=st.early_stopping_patience is not None and evaluating,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        report_to=[x for x in report_to if x != "tensorboard"] or "none",
         seed=recipe.seed,
         data_seed=recipe.seed,
         bf16=bf16,
@@ -265,12 +298,21 @@ def train_stage(
         disable_tqdm=True,
     )
     log = _LossLog(out / "train_log.jsonl")
-    trainer = Trainer(
+    callbacks: list[Any] = [log]
+    if "tensorboard" in report_to:  # our own writer: events under train/<stage>/tensorboard
+        from torch.utils.tensorboard import SummaryWriter
+        from transformers.integrations import TensorBoardCallback
+
+        callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(str(out / "tensorboard"))))
+    if st.early_stopping_patience is not None and evaluating:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=st.early_stopping_patience))
+    trainer = _trainer_class(st.class_balanced)(
         model=model,
         args=args,
         train_dataset=ds,
+        eval_dataset=eval_ds,
         data_collator=SegmentCollator(DataCollatorWithFlattening()),
-        callbacks=[log],
+        callbacks=callbacks,
     )
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -279,8 +321,9 @@ def train_stage(
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(_ProgressBar(st.name))
     t0 = time.perf_counter()
-    result = trainer.train()
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     wall = time.perf_counter() - t0
+    final_eval = trainer.evaluate() if eval_ds is not None else {}
 
     model_dir = stage_model_dir(layout, st.name)
     trained = trainer.model
@@ -296,16 +339,23 @@ def train_stage(
         shutil.rmtree(model_dir)
     os.replace(tmp, model_dir)
 
-    losses = [r["loss"] for r in log.rows if "loss" in r]
+    log_rows = _read_log(out / "train_log.jsonl")
+    losses = [r["loss"] for r in log_rows if "loss" in r]
     tokens_seen = _tokens_seen(rows, st, recipe.seed)
+    eval_loss = final_eval.get("eval_loss")
     summary = {
         "steps": result.global_step,
+        "resumed_from_step": _checkpoint_step(checkpoint) if checkpoint else None,
         "train_rows": len(rows),
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
         # single-step losses are noisy at small batch sizes: compare window means
         "first_loss_mean5": sum(losses[:5]) / len(losses[:5]) if losses else None,
         "last_loss_mean5": sum(losses[-5:]) / len(losses[-5:]) if losses else None,
+        "eval_rows": len(eval_rows),
+        "eval_loss": eval_loss,
+        "eval_perplexity": perplexity(eval_loss) if eval_loss is not None else None,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
         "train_runtime_s": round(wall, 2),
         "tokens_seen_estimate": tokens_seen,
         "tokens_per_s_estimate": round(tokens_seen / wall, 1) if wall > 0 else None,
@@ -313,6 +363,8 @@ def train_stage(
         "trainable_params": n_trainable,
         "device": device,
         "dtype": str(model.dtype),
+        "max_position_embeddings": trained.config.max_position_embeddings,
+        "rope_parameters": getattr(trained.config, "rope_parameters", None),
         "init": str(init_dir),
     }
     write_json(out / "summary.json", summary)
@@ -324,8 +376,180 @@ def train_stage(
         inputs={"init": str(init_dir)},
         counts=summary,
         outputs=[*model_dir.glob("*"), out / "train_log.jsonl"],
+        extra={
+            "recipe": recipe.model_dump(mode="json"),
+            "prepared_fingerprint": _prepared_fp(layout),
+            "git_commit": _git_commit(),
+            "hardware": _hardware(device),
+            "loggers": report_to,
+        },
     )
     return StageResult(st.name, model_dir, False, summary)
+
+
+def _dataset(rows: list[dict[str, Any]]) -> Any:
+    from datasets import Dataset
+
+    return Dataset.from_list(
+        [
+            {"input_ids": r["input_ids"], "labels": r["labels"], "seq_lengths": r["seq_lengths"]}
+            for r in rows
+        ]
+    )
+
+
+def _eval_rows(layout: RunLayout, st: StageSpec, seed: int) -> list[dict[str, Any]]:
+    """A seeded sample of the valid split's rows for this stage's tasks (may be empty)."""
+    import random
+
+    if not token_path(layout.prepared, "valid").exists():
+        return []
+    rows = _load_rows(layout, st, "valid")
+    k = st.eval_max_examples
+    if k is not None and len(rows) > k:
+        rows = random.Random(f"{seed}:eval:{st.name}").sample(rows, k)
+    return rows
+
+
+def _check_window(init_dir: Path, rope: Any, rows: list[dict[str, Any]]) -> None:
+    """Refuse, before loading the model, sequences longer than its (scaled) window."""
+    cfg = json.loads((init_dir / "config.json").read_text())
+    window = cfg.get("max_position_embeddings")
+    if not window:
+        return
+    if rope is not None and (cfg.get("rope_parameters") or {}).get("rope_type", "default") in (
+        "default",
+        None,
+    ):
+        window = int(window * rope.factor)
+    longest = max((r["n_tokens"] for r in rows), default=0)
+    if longest > window:
+        raise StageError(
+            f"prepared rows are up to {longest} tokens but the model at {init_dir} takes "
+            f"{window}: set model.rope_scaling (e.g. type: linear, factor: "
+            f"{math.ceil(longest / window * 10) / 10}) or lower data.max_seq_len and re-prepare"
+        )
+
+
+def _loggers(wanted: list[str]) -> list[str]:
+    import importlib.util
+
+    missing = {
+        "tensorboard": "tensorboard",
+        "wandb": "wandb",
+        "mlflow": "mlflow",
+    }
+    for name in wanted:
+        if importlib.util.find_spec(missing[name]) is None:
+            raise StageError(
+                f"report_to includes {name!r} but the {missing[name]!r} package is not "
+                "installed: pip install it, or remove it from the stage's report_to"
+            )
+    return list(wanted) or ["none"]
+
+
+def _trainer_class(class_balanced: bool) -> Any:
+    from transformers import Trainer
+
+    if not class_balanced:
+        return Trainer
+
+    class BalancedTrainer(Trainer):
+        """Draws rows so each distinct completion (the label tokens) is equally likely."""
+
+        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+            from collections import Counter
+
+            import torch
+
+            ds = train_dataset if train_dataset is not None else self.train_dataset
+            keys = [tuple(t for t in lab if t != -100) for lab in ds["labels"]]
+            counts = Counter(keys)
+            weights = torch.tensor([1.0 / counts[k] for k in keys], dtype=torch.double)
+            gen = torch.Generator().manual_seed(self.args.data_seed or self.args.seed)
+            return torch.utils.data.WeightedRandomSampler(
+                weights, num_samples=len(keys), replacement=True, generator=gen
+            )
+
+    return BalancedTrainer
+
+
+def _checkpoint_step(path: Path) -> int:
+    return int(path.name.rsplit("-", 1)[1])
+
+
+def _resume_point(ckpt_dir: Path, fp: str) -> Path | None:
+    """The newest complete checkpoint of this exact stage configuration, or None.
+
+    transformers writes ``checkpoint-N`` in place; ``trainer_state.json`` is written after the
+    weights, optimizer, scheduler and RNG states, so a checkpoint whose state file is missing or
+    unparsable was cut off (e.g. SIGKILL) and is deleted. Checkpoints of another recipe, data or
+    starting weights are never resumed."""
+    if not ckpt_dir.exists():
+        return None
+    stamp = ckpt_dir / "FINGERPRINT"
+    if not stamp.exists() or stamp.read_text().strip() != fp:
+        raise StageError(
+            f"{ckpt_dir} holds checkpoints of a different recipe, data or starting weights: "
+            "run without --resume to start the stage afresh"
+        )
+    complete: list[Path] = []
+    for d in ckpt_dir.glob("checkpoint-*"):
+        try:
+            state = json.loads((d / "trainer_state.json").read_text())
+            if state.get("global_step") != _checkpoint_step(d):
+                raise ValueError
+            complete.append(d)
+        except (OSError, ValueError):
+            shutil.rmtree(d, ignore_errors=True)  # incomplete
+    return max(complete, key=_checkpoint_step, default=None)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    rows = [r for r in _read_log(path) if r.get("step", 0) <= step]
+    with open(path, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+
+
+def _read_log(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill
+    return out
+
+
+def _git_commit() -> str | None:
+    import subprocess
+
+    try:
+        r = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return r.stdout.strip() or None
+
+
+def _hardware(device: str) -> dict[str, Any]:
+    import platform
+
+    import torch
+
+    hw: dict[str, Any] = {
+        "device": device,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+    }
+    if device == "cuda":
+        hw["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return hw
 
 
 class SegmentCollator:
@@ -378,12 +602,14 @@ def _check_tokenizer(layout: RunLayout, init_dir: Path) -> None:
         )
 
 
-def train(recipe: Recipe, layout: RunLayout, *, force: bool = False) -> list[StageResult]:
+def train(
+    recipe: Recipe, layout: RunLayout, *, force: bool = False, resume: bool = False
+) -> list[StageResult]:
     if not recipe.train:
         raise StageError("the recipe has no train stages")
     results = []
     for i in range(len(recipe.train)):
-        results.append(train_stage(recipe, layout, i, force=force))
+        results.append(train_stage(recipe, layout, i, force=force, resume=resume))
         force = force or not results[-1].skipped  # downstream stages must retrain
     return results
 
