@@ -136,3 +136,25 @@ def test_lora_stage_unmerged_saves_adapter(tmp_path, tiny_model_dir):
     from peft import AutoPeftModelForCausalLM
 
     AutoPeftModelForCausalLM.from_pretrained(res.model_dir)
+
+
+def test_merge_lora_command_gives_the_same_logits(tmp_path, tiny_model_dir):
+    import torch
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoModelForCausalLM
+    from typer.testing import CliRunner
+
+    from clinitune.cli import app
+
+    res = _lora_run(tmp_path, tiny_model_dir, merge=False)
+    out = tmp_path / "merged"
+    r = CliRunner().invoke(app, ["merge-lora", str(res.model_dir), str(out)])
+    assert r.exit_code == 0, r.output
+    assert not (out / "adapter_config.json").exists()
+    ids = torch.randint(5, 1000, (1, 20))
+    with torch.no_grad():
+        want = AutoPeftModelForCausalLM.from_pretrained(res.model_dir)(input_ids=ids).logits
+        got = AutoModelForCausalLM.from_pretrained(out)(input_ids=ids).logits
+    assert torch.allclose(want, got, atol=1e-4)
+    bad = CliRunner().invoke(app, ["merge-lora", str(tiny_model_dir), str(out)])
+    assert bad.exit_code == 2 and "not a LoRA adapter" in bad.output

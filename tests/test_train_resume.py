@@ -182,3 +182,16 @@ def test_class_balanced_sampler_draws_labels_equally():
     trainer.args = TrainingArguments(output_dir="/tmp/unused", seed=3, data_seed=3, use_cpu=True)
     drawn = Counter(ds[i]["labels"][-1] for i in trainer._get_train_sampler())
     assert abs(drawn[7] - drawn[8]) < 25 and sum(drawn.values()) == 100
+
+
+def test_too_little_memory_is_refused_before_loading(tmp_path, tiny_model_dir, monkeypatch):
+    from clinitune.train import runner
+
+    assert runner._param_count(tiny_model_dir) > 3_000_000  # embeddings of a 49k vocabulary
+    monkeypatch.setattr(runner, "_available_memory", lambda device: 10 * 2**20)
+    r = _recipe(tmp_path, tiny_model_dir, "run", ["train.sft.max_steps=1"])
+    layout = RunLayout(r.run_path)
+    prepare(r, layout)
+    with pytest.raises(StageError, match=r"need at least .* GiB .* but 0.0 GiB is free"):
+        train(r, layout)
+    assert not (layout.stage("sft") / "model").exists()

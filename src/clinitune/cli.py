@@ -233,6 +233,23 @@ def train(
     _train(r, layout, force, resume)
 
 
+@app.command("merge-lora")
+@user_errors
+def merge_lora(
+    adapter: Annotated[Path, typer.Argument(help="A LoRA adapter directory (a stage's model/).")],
+    out: Annotated[Path, typer.Argument(help="Where to write the merged model.")],
+    base: Annotated[
+        Path | None, typer.Option(help="Base model directory (default: the adapter's own).")
+    ] = None,
+) -> None:
+    """Merge a LoRA adapter into its base weights: a plain HF model for serving or evaluation."""
+    from clinitune.train.runner import merge_lora as run_merge
+
+    t0 = time.perf_counter()
+    path = run_merge(adapter, out, base)
+    _done("merge-lora", False, t0, str(path))
+
+
 @app.command()
 @user_errors
 def generate(

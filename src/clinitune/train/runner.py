@@ -217,6 +217,7 @@ def train_stage(
     rows = _load_rows(layout, st, "train")
     rope = recipe.model.rope_scaling if index == 0 else None
     _check_window(init_dir, rope, rows)
+    _check_memory(init_dir, st, recipe.model.dtype)
     eval_rows = _eval_rows(layout, st, recipe.seed)
 
     out.mkdir(parents=True, exist_ok=True)
@@ -431,6 +432,56 @@ def _check_window(init_dir: Path, rope: Any, rows: list[dict[str, Any]]) -> None
         )
 
 
+def _param_count(model_dir: Path) -> int:
+    """Parameters in a model directory's safetensors files (headers only, no weights read)."""
+    from safetensors import safe_open
+
+    n = 0
+    for f in model_dir.glob("*.safetensors"):
+        with safe_open(str(f), framework="pt") as sf:
+            for k in sf.keys():  # noqa: SIM118 (safe_open is not iterable)
+                shape = sf.get_slice(k).get_shape()
+                size = 1
+                for d in shape:
+                    size *= d
+                n += size
+    return n
+
+
+def _available_memory(device: str) -> int | None:
+    if device == "cuda":
+        import torch
+
+        return int(torch.cuda.mem_get_info()[0])
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_memory(init_dir: Path, st: StageSpec, dtype: str) -> None:
+    """Refuse a stage whose weights, gradients and AdamW state alone exceed free memory --
+    a lower bound (activations come on top), checked before anything is loaded."""
+    from clinitune.models import resolve_dtype
+
+    n = _param_count(init_dir)
+    if not n:
+        return
+    device = pick_device()
+    wbytes = 2 if str(resolve_dtype(dtype, device)).endswith(("bfloat16", "float16")) else 4
+    # full: weights, gradients, AdamW moments (fp32); lora: frozen weights (adapters are small)
+    need = n * (wbytes + wbytes + 8) if st.method == "full" else n * wbytes
+    need //= max(int(os.environ.get("WORLD_SIZE", "1")), 1)  # sharded (FSDP / ZeRO-3)
+    free = _available_memory(device)
+    if free is not None and need > free:
+        raise StageError(
+            f"stage {st.name!r}: {n / 1e9:.2f}B parameters need at least {need / 2**30:.1f} GiB "
+            f"on {device} for {st.method} training (weights, gradients, optimizer state; "
+            f"activations come on top) but {free / 2**30:.1f} GiB is free: use method: lora, "
+            "a smaller model, or more devices (FSDP, docs/distributed.md)"
+        )
+
+
 def _loggers(wanted: list[str]) -> list[str]:
     import importlib.util
 
@@ -612,6 +663,34 @@ def train(
         results.append(train_stage(recipe, layout, i, force=force, resume=resume))
         force = force or not results[-1].skipped  # downstream stages must retrain
     return results
+
+
+def merge_lora(adapter_dir: Path, out_dir: Path, base: Path | None = None) -> Path:
+    """Merge a saved LoRA adapter into its base model's weights and save a plain HF model
+    (``clinitune merge-lora``). The base is the adapter's ``base_model_name_or_path`` unless
+    given; the result is written to a fresh folder and swapped in."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    cfg_path = adapter_dir / "adapter_config.json"
+    if not cfg_path.exists():
+        raise StageError(f"{adapter_dir} is not a LoRA adapter (no adapter_config.json)")
+    if base is None:
+        name = json.loads(cfg_path.read_text()).get("base_model_name_or_path")
+        if not name:
+            raise StageError(f"{cfg_path} names no base model: pass --base")
+        base = resolve_model(name)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype="auto")
+    merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    tok_dir = adapter_dir if (adapter_dir / "tokenizer_config.json").exists() else base
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=".merge."))
+    merged.save_pretrained(tmp)
+    load_tokenizer(tok_dir).save_pretrained(tmp)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    return out_dir
 
 
 def final_model_dir(recipe: Recipe, layout: RunLayout) -> Path:
