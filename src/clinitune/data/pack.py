@@ -76,6 +76,11 @@ class ChatFormatter:
         )
 
     def encode(self, text: str) -> list[int]:
+        backend = getattr(self.tok, "backend_tokenizer", None)
+        if backend is not None:
+            # The Rust tokenizer directly: the same ids as ``tok(text)`` (which calls it), without
+            # ~15% of per-call Python overhead in the hot path of ``prepare``.
+            return backend.encode(text, add_special_tokens=False).ids
         return list(self.tok(text, add_special_tokens=False)["input_ids"])
 
     def prompt_text(self, record: Mapping[str, Any], input_text: str | None = None) -> str:
