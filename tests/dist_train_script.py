@@ -20,15 +20,17 @@ before the Trainer builds its Accelerator; everything after that is accelerate's
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 
-def _enable_fsdp_on_cpu() -> bool:
-    """Let accelerate's FSDP plugin run on a CPU (gloo) process group. Returns whether the
-    stock state had fallen back to DDP (``MULTI_CPU``) and was relabelled."""
+def _enable_fsdp_on_cpu() -> list[bool]:
+    """Let accelerate's FSDP plugin run on a CPU (gloo) process group. The returned list gets a
+    ``True`` each time the stock state had fallen back to DDP (``MULTI_CPU``) and was relabelled."""
     import transformers
     from accelerate.state import PartialState
     from accelerate.utils import DistributedType
@@ -45,7 +47,25 @@ def _enable_fsdp_on_cpu() -> bool:
         return original(self)
 
     transformers.Trainer.create_accelerator_and_postprocess = create_accelerator_and_postprocess
-    return bool(fell_back)
+    return fell_back
+
+
+@contextlib.contextmanager
+def _without_zero3_init(acc: Any) -> Iterator[None]:
+    """While a ZeRO-3 Trainer exists, ``from_pretrained`` builds every new model inside
+    ``deepspeed.zero.Init``, which partitions it with collectives: rank 0 building its copy alone
+    would wait forever for the other ranks. Build a plain model instead."""
+    plugin = getattr(acc.state, "deepspeed_plugin", None)
+    if plugin is None:
+        yield
+        return
+    from transformers.integrations import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        plugin.set_deepspeed_weakref()
 
 
 def _rows(n: int, seed: int) -> list[dict[str, Any]]:
@@ -88,7 +108,7 @@ def main() -> None:
     from clinitune.train.runner import SegmentCollator, disable_kv_cache
 
     deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
-    fell_back = False
+    fell_back: list[bool] = []
     if not deepspeed and not torch.cuda.is_available():
         fell_back = _enable_fsdp_on_cpu()
 
@@ -146,7 +166,7 @@ def main() -> None:
         world_size=acc.num_processes,
         distributed_type=str(acc.distributed_type).rsplit(".", 1)[-1],
         fsdp2=bool(acc.is_fsdp2) if trainer.is_fsdp_enabled else False,
-        cpu_fsdp_shim=fell_back,
+        cpu_fsdp_shim=bool(fell_back),  # False: accelerate enabled FSDP by itself
     )
     trainer.train(resume_from_checkpoint=a.resume)
 
@@ -154,7 +174,8 @@ def main() -> None:
     # into a fresh unsharded copy on rank 0, save_pretrained as usual.
     state = acc.get_state_dict(trainer.model_wrapped)
     if acc.is_main_process:
-        fresh = build()
+        with _without_zero3_init(acc):
+            fresh = build()
         missing, unexpected = fresh.load_state_dict(state, strict=False)
         loaded = {t.data_ptr() for k, t in fresh.state_dict().items() if k in state}
         untied = [k for k in missing if fresh.state_dict()[k].data_ptr() not in loaded]

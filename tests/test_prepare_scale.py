@@ -194,3 +194,15 @@ evaluate: {{models: [base]}}
     assert c["phi"]["findings_by_type"]["NAME"] > 10_000
     rows = pq.read_table(token_path(res.out_dir, "train")).to_pylist()
     assert all(r["n_tokens"] == 2048 for r in rows[:-1])
+
+
+def test_prepare_refuses_to_run_on_every_rank(tmp_path, tiny_model_dir, monkeypatch, reference):
+    from clinitune.errors import StageError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(StageError, match="does not run under a distributed launcher"):
+        _prepare(tmp_path, tiny_model_dir, "ranks")
+    layout, _ = reference  # up to date: every rank may read it
+    r = load_recipe("heal_soap", [f"model.name={tiny_model_dir}", f"run_dir={layout.root}",
+                                  *LIMITS, "data.workers=1"])  # fmt: skip
+    assert prepare(r, layout).skipped

@@ -120,6 +120,8 @@ def _load(
 
 
 def _done(what: str, skipped: bool, t0: float, detail: str = "") -> None:
+    if os.environ.get("RANK", "0") != "0":
+        return  # under accelerate launch / torchrun, one summary line (from rank 0)
     state = "[dim]up to date, skipped[/]" if skipped else f"done in {time.perf_counter() - t0:.0f}s"
     console.print(f"[bold]{what}[/]: {state}{(' · ' + detail) if detail else ''}")
 

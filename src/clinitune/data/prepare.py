@@ -26,6 +26,7 @@ Every step keeps the books: in = kept + dropped (by reason) + quarantined.
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 from collections import Counter
@@ -380,6 +381,13 @@ def prepare(recipe: Recipe, layout: RunLayout, *, force: bool = False) -> Prepar
     fp, input_hashes = prepare_fingerprint(recipe)
     if not force and is_up_to_date(out, fp):
         return PrepareResult(out, read_manifest(out) or {}, skipped=True)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Under accelerate launch / torchrun every rank would tokenize everything (and race on
+        # the same files): prepare once, then launch training.
+        raise StageError(
+            "the prepared data is missing or out of date, and prepare does not run under a "
+            "distributed launcher: run `clinitune prepare` once, then launch `clinitune train`"
+        )
     out.mkdir(parents=True, exist_ok=True)
     (out / "manifest.json").unlink(missing_ok=True)
     work = out / ".work"  # chunk files (note text: PHI); removed when prepare succeeds

@@ -34,6 +34,7 @@ from clinitune.models import (
     load_tokenizer,
     model_identity,
     pick_device,
+    resolve_dtype,
     resolve_model,
 )
 from clinitune.recipe import Recipe, StageSpec
@@ -146,8 +147,8 @@ class _LossLog:
                 self.t0 = time.perf_counter()
 
             def on_log(self, args, state, control, logs=None, **kw):
-                if logs is None:
-                    return
+                if logs is None or not state.is_world_process_zero:
+                    return  # under accelerate launch / torchrun every rank gets the same logs
                 row = {
                     "step": state.global_step,
                     "time_s": round(time.perf_counter() - self.t0, 3),
@@ -173,6 +174,8 @@ class _ProgressBar:
                 self.pbar: Any = None
 
             def on_train_begin(self, args, state, control, **kw):
+                if not state.is_world_process_zero:
+                    return
                 self.pbar = bar(f"train [{stage}]", total=state.max_steps, unit="step")
 
             def on_step_end(self, args, state, control, **kw):
@@ -220,43 +223,58 @@ def train_stage(
     _check_memory(init_dir, st, recipe.model.dtype)
     eval_rows = _eval_rows(layout, st, recipe.seed)
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "manifest.json").unlink(missing_ok=True)
+    # Under `accelerate launch` / `torchrun` this function runs once per rank (WORLD_SIZE > 1):
+    # only the main process (RANK 0) changes files; the others read. The run directory must be
+    # on a filesystem every node sees (sharded checkpoints hold one file per rank).
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    main = int(os.environ.get("RANK", "0")) == 0
     ckpt_dir = out / "checkpoints"
-    checkpoint = _resume_point(ckpt_dir, fp) if resume else None
-    if checkpoint is None:
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-        shutil.rmtree(out / "tensorboard", ignore_errors=True)
-        (out / "train_log.jsonl").unlink(missing_ok=True)
-    else:
-        _truncate_log(out / "train_log.jsonl", _checkpoint_step(checkpoint))
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    (ckpt_dir / "FINGERPRINT").write_text(fp)
+    checkpoint = _resume_point(ckpt_dir, fp, prune=main) if resume else None
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "manifest.json").unlink(missing_ok=True)
+        if checkpoint is None:
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+            shutil.rmtree(out / "tensorboard", ignore_errors=True)
+            (out / "train_log.jsonl").unlink(missing_ok=True)
+        else:
+            _truncate_log(out / "train_log.jsonl", _checkpoint_step(checkpoint))
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        (ckpt_dir / "FINGERPRINT").write_text(fp)
     set_seed(recipe.seed)
     device = pick_device()
-    model = load_model(
-        init_dir,
-        dtype=recipe.model.dtype,
-        attn=recipe.model.attn_implementation,
-        device=device,
-        rope=rope,
-    )
-    tok = load_tokenizer(init_dir)
-    disable_kv_cache(model)
-    if st.method == "lora":
-        from peft import LoraConfig, get_peft_model
+    dtype = str(resolve_dtype(recipe.model.dtype, device)).removeprefix("torch.")
 
-        lc = st.lora
-        model = get_peft_model(
-            model,
-            LoraConfig(
-                r=lc.r,
-                lora_alpha=lc.alpha,
-                lora_dropout=lc.dropout,
-                target_modules=lc.target_modules,
-                task_type="CAUSAL_LM",
-            ),
+    def build() -> Any:
+        # Distributed: every rank loads the full model into CPU RAM and FSDP / DeepSpeed shard it
+        # onto this rank's GPU (DDP: the Trainer moves it to cuda:LOCAL_RANK); `.to("cuda")`
+        # here would put every rank's copy on GPU 0.
+        m = load_model(
+            init_dir,
+            dtype=dtype,
+            attn=recipe.model.attn_implementation,
+            device="cpu" if world > 1 else device,
+            rope=rope,
         )
+        disable_kv_cache(m)
+        if st.method == "lora":
+            from peft import LoraConfig, get_peft_model
+
+            lc = st.lora
+            m = get_peft_model(
+                m,
+                LoraConfig(
+                    r=lc.r,
+                    lora_alpha=lc.alpha,
+                    lora_dropout=lc.dropout,
+                    target_modules=lc.target_modules,
+                    task_type="CAUSAL_LM",
+                ),
+            )
+        return m
+
+    model = build()
+    tok = load_tokenizer(init_dir)
     n_params = sum(p.numel() for p in model.parameters())
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -327,18 +345,27 @@ def train_stage(
     final_eval = trainer.evaluate() if eval_ds is not None else {}
 
     model_dir = stage_model_dir(layout, st.name)
+    acc = trainer.accelerator
     trained = trainer.model
-    if st.method == "lora" and st.merge_lora:
-        trained = trained.merge_and_unload()
-    trained.config.use_cache = True  # for generation with the saved model
-    # Save into a fresh folder and swap it in: files of an earlier run (e.g. a LoRA adapter
-    # next to full weights) must never survive into the new model directory.
-    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".model."))
-    trained.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
-    os.replace(tmp, model_dir)
+    if acc.num_processes > 1:
+        # FSDP / ZeRO-3 parameters are shards (`save_pretrained` on them fails or writes shards):
+        # gather one full state dict -- a collective, every rank calls it; it lands on rank 0 --
+        # and load it into a plain copy of the model there.
+        trained = _gathered_copy(trainer, build) if acc.is_main_process else None
+        if trained is None:
+            acc.get_state_dict(trainer.model_wrapped)  # this rank's part of the gather
+    if trained is not None:
+        if st.method == "lora" and st.merge_lora:
+            trained = trained.merge_and_unload()
+        trained.config.use_cache = True  # for generation with the saved model
+        # Save into a fresh folder and swap it in: files of an earlier run (e.g. a LoRA adapter
+        # next to full weights) must never survive into the new model directory.
+        tmp = Path(tempfile.mkdtemp(dir=out, prefix=".model."))
+        trained.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        if model_dir.exists():
+            shutil.rmtree(model_dir)
+        os.replace(tmp, model_dir)
 
     log_rows = _read_log(out / "train_log.jsonl")
     losses = [r["loss"] for r in log_rows if "loss" in r]
@@ -358,16 +385,22 @@ def train_stage(
         "eval_perplexity": perplexity(eval_loss) if eval_loss is not None else None,
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "train_runtime_s": round(wall, 2),
-        "tokens_seen_estimate": tokens_seen,
-        "tokens_per_s_estimate": round(tokens_seen / wall, 1) if wall > 0 else None,
+        "tokens_seen_estimate": tokens_seen * acc.num_processes,  # every rank sees its own batch
+        "world_size": acc.num_processes,
+        "tokens_per_s_estimate": (
+            round(tokens_seen * acc.num_processes / wall, 1) if wall > 0 else None
+        ),
         "params": n_params,
         "trainable_params": n_trainable,
         "device": device,
         "dtype": str(model.dtype),
-        "max_position_embeddings": trained.config.max_position_embeddings,
-        "rope_parameters": getattr(trained.config, "rope_parameters", None),
+        "max_position_embeddings": model.config.max_position_embeddings,
+        "rope_parameters": getattr(model.config, "rope_parameters", None),
         "init": str(init_dir),
     }
+    if not acc.is_main_process:
+        acc.wait_for_everyone()  # the next stage reads this stage's manifest and model
+        return StageResult(st.name, model_dir, False, summary)
     write_json(out / "summary.json", summary)
     write_manifest(
         out,
@@ -385,7 +418,36 @@ def train_stage(
             "loggers": report_to,
         },
     )
+    acc.wait_for_everyone()
     return StageResult(st.name, model_dir, False, summary)
+
+
+def _gathered_copy(trainer: Any, build: Any) -> Any:
+    """Rank 0's side of the end-of-stage gather: the full state dict of the sharded model
+    (FSDP2: ``get_model_state_dict(full_state_dict=True)``; ZeRO-3: the consolidated 16-bit state
+    dict, which needs ``zero3_save_16bit_model: true``), loaded into a fresh unsharded copy."""
+    acc = trainer.accelerator
+    state = acc.get_state_dict(trainer.model_wrapped)
+    plugin = getattr(acc.state, "deepspeed_plugin", None)
+    if plugin is None:
+        fresh = build()
+    else:
+        # While a ZeRO-3 Trainer exists, from_pretrained partitions every new model inside
+        # deepspeed.zero.Init -- collectives that the other ranks never join: rank 0 would hang.
+        from transformers.integrations import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
+        try:
+            fresh = build()
+        finally:
+            plugin.set_deepspeed_weakref()
+    missing, unexpected = fresh.load_state_dict(state, strict=False)
+    loaded = {t.data_ptr() for k, t in fresh.state_dict().items() if k in state}
+    # a tied weight (lm_head = embed_tokens) may be left out of the gathered state dict
+    untied = [k for k in missing if fresh.state_dict()[k].data_ptr() not in loaded]
+    if unexpected or untied:
+        raise StageError(f"gathered state dict does not fit the model: {unexpected or untied}")
+    return fresh
 
 
 def _dataset(rows: list[dict[str, Any]]) -> Any:
@@ -471,7 +533,8 @@ def _check_memory(init_dir: Path, st: StageSpec, dtype: str) -> None:
     wbytes = 2 if str(resolve_dtype(dtype, device)).endswith(("bfloat16", "float16")) else 4
     # full: weights, gradients, AdamW moments (fp32); lora: frozen weights (adapters are small)
     need = n * (wbytes + wbytes + 8) if st.method == "full" else n * wbytes
-    need //= max(int(os.environ.get("WORLD_SIZE", "1")), 1)  # sharded (FSDP / ZeRO-3)
+    if device == "cuda":  # sharded over the ranks' GPUs (FSDP / ZeRO-3); CPU ranks share RAM
+        need //= max(int(os.environ.get("WORLD_SIZE", "1")), 1)
     free = _available_memory(device)
     if free is not None and need > free:
         raise StageError(
@@ -529,7 +592,7 @@ def _checkpoint_step(path: Path) -> int:
     return int(path.name.rsplit("-", 1)[1])
 
 
-def _resume_point(ckpt_dir: Path, fp: str) -> Path | None:
+def _resume_point(ckpt_dir: Path, fp: str, prune: bool = True) -> Path | None:
     """The newest complete checkpoint of this exact stage configuration, or None.
 
     transformers writes ``checkpoint-N`` in place; ``trainer_state.json`` is written after the
@@ -552,7 +615,8 @@ def _resume_point(ckpt_dir: Path, fp: str) -> Path | None:
                 raise ValueError
             complete.append(d)
         except (OSError, ValueError):
-            shutil.rmtree(d, ignore_errors=True)  # incomplete
+            if prune:  # incomplete; under torchrun only the main process deletes
+                shutil.rmtree(d, ignore_errors=True)
     return max(complete, key=_checkpoint_step, default=None)
 
 
