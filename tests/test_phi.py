@@ -159,7 +159,13 @@ def test_age_over_89() -> None:
 
 def test_address_and_zip() -> None:
     t = "Lives at 123 Main Street, Apt 4B, Boston, MA 02115. Also 77 Elm Ave and 9 W 5th St."
-    assert flagged(t, "ADDRESS") == ["123 Main Street, Apt 4B", "77 Elm Ave", "9 W 5th St"]
+    want = ["123 Main Street, Apt 4B", "Boston", "77 Elm Ave", "9 W 5th St"]  # city before state
+    assert flagged(t, "ADDRESS") == want
+    assert flagged("in New York, NY 10001 and Salt Lake City, Utah 84101", "ADDRESS") == [
+        "New York",
+        "Salt Lake City",
+    ]
+    assert flagged("Na 140, K 4.1, CA 9.2; Troponin I, HS 12345", "ADDRESS") == []
     assert flagged(t, "ZIP") == ["02115"]
     assert flagged("Zip code: 02139-4307. Texas 75201.", "ZIP") == ["02139-4307", "75201"]
     assert flagged("PO Box 1234", "ADDRESS") == ["PO Box 1234"]
@@ -433,3 +439,19 @@ def test_patient_speaker_tag_in_transcripts_is_not_a_name_label():
     form = "Patient: Martha Collins\nDOB: 01/02/1970\n"
     names = [form[f.start : f.end] for f in s.scan(form) if f.type == "NAME"]
     assert "Martha" in names and "Collins" in names
+
+
+def test_spaced_phone_needs_a_phone_cue() -> None:
+    assert flagged("Callback number 555 123 4567.", "PHONE") == ["555 123 4567"]
+    assert flagged("She can be reached at 212 555 0199 (daughter).", "PHONE") == ["212 555 0199"]
+    assert flagged("Labs 135 104 2222 were reviewed", "PHONE") == []
+
+
+def test_metadata_name_tokens_alone() -> None:
+    s = PhiScanner()
+    t = "Smith reports chest pain. JOHN was seen. Will return in May; rose from bed. smith?"
+    got = [t[f.start : f.end] for f in s.scan(t, names=["John Smith"]) if f.type == "NAME"]
+    assert got == ["Smith", "JOHN"]
+    t2 = "Will Rose was seen; will return if the rose rash recurs."
+    got2 = [t2[f.start : f.end] for f in s.scan(t2, names=["Will Rose"]) if f.type == "NAME"]
+    assert got2 == ["Will Rose"]  # the full name; its stop-word tokens alone are not redacted

@@ -111,6 +111,13 @@ _PHONE = (
     r"|(?<=\+1 )[2-9]\d{2} \d{3} \d{4}))"
     r"(?:\s*(?:x|ext\.?)\s*\d{1,5})?(?![\w-])"
 )
+# "555 123 4567" (spaces only) counts after a phone cue ("reached at", "callback number",
+# "phone:", ...) a few characters before it, where a run of lab values does not occur.
+_PHONE_SPACED = (
+    r"(?i:\b(?:phone|tel|telephone|cell|mobile|pager|call(?:back)?|contact|reached\s+at|"
+    r"number|ph)\b)[^\d\n]{0,25}"
+    r"(?<![\w.+-])(?P<phi>[2-9]\d{2} \d{3} \d{4})(?![\w-])"
+)
 _FAX_CONTEXT = re.compile(r"fax", re.IGNORECASE)
 _FAX_WINDOW = 12  # "fax" within this many characters before the number -> FAX
 
@@ -217,6 +224,12 @@ _ZIP = (
     rf"(?:\b(?:{_STATE_ABBR}|{_STATE_NAMES})\.?,?\s+|(?i:\bzip(?:\s*code)?\s*[:#]?\s*))"
     r"(?P<phi>\d{5}(?:-\d{4})?)(?![\w-])"
 )
+# A city (a geographic subdivision smaller than a state: Safe Harbor PHI) is recognizable in an
+# address line: "Springfield, IL 62704". Reported as ADDRESS.
+_CITY = (
+    r"(?<![\w-])(?P<phi>[A-Z][a-z]+(?:[ -][A-Z][a-z]+){0,2}),?\s+"
+    rf"(?:{_STATE_ABBR}|{_STATE_NAMES})\.?,?\s+\d{{5}}(?:-\d{{4}})?(?![\w-])"
+)
 
 
 def _has(*needles: str, lower: bool = False) -> _Gate:
@@ -263,6 +276,7 @@ _GROUPS = r"\d{3}[-.) ]+\d{2,3}[-. ]\d{4}"  # phone- or SSN-shaped digit groups
 _BUILTIN_PATTERNS: tuple[_Recognizer, ...] = (
     # (type, pattern, gate, post-check or None, anchor pattern or None)
     ("PHONE", _PHONE, _finds(_GROUPS), None, None),  # FAX decided from context
+    ("PHONE", _PHONE_SPACED, _finds(r"\d{3} \d{3} \d{4}"), None, None),
     ("EMAIL", _EMAIL, _has("@"), None, None),
     ("URL", _URL, _has("://", "www."), None, None),
     ("IP", _IPV4, _finds(r"\d\.\d{1,3}\.\d{1,3}\.\d"), None, None),
@@ -290,6 +304,7 @@ _BUILTIN_PATTERNS: tuple[_Recognizer, ...] = (
     ("AGE_OVER_89", _AGE_WORDS, _has("ninety", "hundred", lower=True), None, None),
     ("ADDRESS", _ADDRESS, _either(_finds(r"\d[A-Za-z]?[ \t]+[A-Z]"), _has("Box")), None, None),
     ("ZIP", _ZIP, _finds(_D5), None, None),
+    ("ADDRESS", _CITY, _finds(_D5), None, None),
 )
 _ANCHOR_WINDOW = 20  # characters searched on each side of an anchor match
 
@@ -410,6 +425,26 @@ def _names_regex(names: tuple[str, ...]) -> re.Pattern[str] | None:
     if not parts:
         return None
     return re.compile(rf"(?<![^\W\d_])(?:{'|'.join(parts)})(?![^\W\d_])", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=4096)
+def _name_tokens_regex(names: tuple[str, ...]) -> re.Pattern[str] | None:
+    """The single words of multi-word metadata names ("John", "Smith" of "John Smith"): a
+    note says "Smith reports ..." as often as the full name. Case-sensitive (Title or UPPER
+    case), so the patient "Will Rose" does not redact "will" or "rose"; stop words are skipped."""
+    toks: set[str] = set()
+    for n in names:
+        words = n.split()
+        if len(words) < 2:
+            continue
+        for w in words:
+            w = w.strip(".,")
+            if len(w) >= 2 and w[:1].upper() + w[1:].lower() not in _STOP:
+                toks |= {re.escape(w[:1].upper() + w[1:].lower()), re.escape(w.upper())}
+    if not toks:
+        return None
+    alts = "|".join(sorted(toks, key=len, reverse=True))
+    return re.compile(rf"(?<![^\W\d_])(?:{alts})(?![^\W\d_])")
 
 
 def _merge(findings: list[Finding]) -> list[Finding]:
@@ -535,9 +570,9 @@ class PhiScanner:
     # ---------------------------------------------------------------------------------------
     def _scan_names(self, text: str, low: str, names: tuple[str, ...], out: list[Finding]) -> None:
         if names:
-            rx = _names_regex(names)
-            if rx is not None:
-                out.extend(Finding("NAME", m.start(), m.end()) for m in rx.finditer(text))
+            for rx in (_names_regex(names), _name_tokens_regex(names)):
+                if rx is not None:
+                    out.extend(Finding("NAME", m.start(), m.end()) for m in rx.finditer(text))
 
         first, last, anyn = self._first, self._last, self._any_name
         seeds: set[str] = set()  # tokens found in context, to propagate through the note
