@@ -326,7 +326,7 @@ class DataSpec(Strict):
     workers: int = Field(default=0, ge=0)
     """Processes for the per-note steps (PHI gate, dedup sketches, sections, tasks, tokenize);
     0 = all cores. Runs in-process when there is only one chunk."""
-    chunk_size: int = Field(default=2000, ge=1)
+    chunk_size: int = Field(default=1000, ge=1)
     """Notes per chunk: the unit of parallel work and of memory (notes are never all in RAM)."""
     executor: Literal["local", "datatrove"] = "local"
     """``local``: a process pool. ``datatrove``: datatrove's LocalPipelineExecutor runs the

@@ -31,6 +31,44 @@ def n_workers(requested: int) -> int:
     return os.cpu_count() or 1
 
 
+class Pool:
+    """Worker processes shared by every per-chunk step of one ``prepare`` (each worker imports
+    the tokenizer and builds the PHI scanner once, not once per step). In-process when there
+    is one worker or one chunk."""
+
+    def __init__(self, workers: int, n_jobs: int) -> None:
+        self.workers = min(n_workers(workers), max(n_jobs, 1))
+        self._pool: Any = None
+
+    def __enter__(self) -> Pool:
+        if self.workers > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=mp.get_context("spawn")
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+    def map(self, step: Step, jobs: list[dict[str, Any]], weights: list[int], desc: str):
+        results: list[dict[str, Any]] = []
+        with bar(desc, total=sum(weights), unit="note") as b:
+            if self._pool is None:
+                for job, w in zip(jobs, weights, strict=True):
+                    results.append(step(job))
+                    b.update(w)
+                return results
+            futures = [self._pool.submit(step, job) for job in jobs]
+            for fut, w in zip(futures, weights, strict=True):
+                results.append(fut.result())
+                b.update(w)
+        return results
+
+
 def run_chunks(
     step: Step,
     jobs: list[dict[str, Any]],
@@ -40,29 +78,16 @@ def run_chunks(
     work_dir: Path,
     desc: str,
     weights: list[int] | None = None,
+    pool: Pool | None = None,
 ) -> list[dict[str, Any]]:
     """``[step(job) for job in jobs]``, in parallel; ``weights`` (notes per job) drive the bar."""
     weights = weights or [1] * len(jobs)
     if executor == "datatrove":
         return _run_datatrove(step, jobs, workers=workers, work_dir=work_dir, desc=desc)
-    workers = min(n_workers(workers), len(jobs))
-    results: list[dict[str, Any]] = []
-    with bar(desc, total=sum(weights), unit="note") as b:
-        if workers <= 1:
-            for job, w in zip(jobs, weights, strict=True):
-                results.append(step(job))
-                b.update(w)
-            return results
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = [pool.submit(step, job) for job in jobs]
-            for fut, w in zip(futures, weights, strict=True):
-                results.append(fut.result())
-                b.update(w)
-    return results
+    if pool is not None:
+        return pool.map(step, jobs, weights, desc)
+    with Pool(workers, len(jobs)) as own:
+        return own.map(step, jobs, weights, desc)
 
 
 class _ChunkStepFactory:

@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 
 from clinitune.data.card import CardStats, write_data_card
 from clinitune.data.chunks import TOKEN_SCHEMA, build_chunk, load_sketch, scan_chunk, write_notes
-from clinitune.data.executor import run_chunks
+from clinitune.data.executor import Pool, run_chunks
 from clinitune.data.ingest import Note, SourceReader
 from clinitune.data.split import SPLITS
 from clinitune.errors import StageError
@@ -376,32 +376,19 @@ def _merge_tokens(
     }, lengths
 
 
-def prepare(recipe: Recipe, layout: RunLayout, *, force: bool = False) -> PrepareResult:
-    out = layout.prepared
-    fp, input_hashes = prepare_fingerprint(recipe)
-    if not force and is_up_to_date(out, fp):
-        return PrepareResult(out, read_manifest(out) or {}, skipped=True)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # Under accelerate launch / torchrun every rank would tokenize everything (and race on
-        # the same files): prepare once, then launch training.
-        raise StageError(
-            "the prepared data is missing or out of date, and prepare does not run under a "
-            "distributed launcher: run `clinitune prepare` once, then launch `clinitune train`"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "manifest.json").unlink(missing_ok=True)
-    work = out / ".work"  # chunk files (note text: PHI); removed when prepare succeeds
-    shutil.rmtree(work, ignore_errors=True)
+def _scan_link_build(
+    recipe: Recipe,
+    chunks: list[dict[str, Any]],
+    weights: list[int],
+    work: Path,
+    out: Path,
+    counts: dict[str, Any],
+    run: dict[str, Any],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Steps 2-4: PHI gate + dedup sketches per chunk, dedup over all notes, then sections,
+    tasks, split and tokenization per chunk."""
     data = recipe.data
     data_json = data.model_dump(mode="json")
-    counts: dict[str, Any] = {"ingest": {}, "tasks": {}, "split": {}, "tokenize": {}}
-    warnings: list[str] = []
-    run = {"workers": data.workers, "executor": data.executor, "work_dir": work}
-
-    # 1. ingest -------------------------------------------------------------------------
-    chunks = _ingest(recipe, out, work, counts, warnings)
-    weights = [c["n"] for c in chunks]
-
     # 2. PHI gate + dedup sketches, per chunk ---------------------------------------------
     for c in chunks:
         c["clean"] = str(work / "clean" / f"{c['index']:05d}.parquet")
@@ -439,6 +426,35 @@ def prepare(recipe: Recipe, layout: RunLayout, *, force: bool = False) -> Prepar
     ]
     built = run_chunks(build_chunk, build_jobs, desc="build (sections, tasks, tokens)",
                        weights=weights, **run)  # fmt: skip
+
+    return built, build_jobs
+
+
+def prepare(recipe: Recipe, layout: RunLayout, *, force: bool = False) -> PrepareResult:
+    out = layout.prepared
+    fp, input_hashes = prepare_fingerprint(recipe)
+    if not force and is_up_to_date(out, fp):
+        return PrepareResult(out, read_manifest(out) or {}, skipped=True)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Under accelerate launch / torchrun every rank would tokenize everything (and race on
+        # the same files): prepare once, then launch training.
+        raise StageError(
+            "the prepared data is missing or out of date, and prepare does not run under a "
+            "distributed launcher: run `clinitune prepare` once, then launch `clinitune train`"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "manifest.json").unlink(missing_ok=True)
+    work = out / ".work"  # chunk files (note text: PHI); removed when prepare succeeds
+    shutil.rmtree(work, ignore_errors=True)
+    data = recipe.data
+    counts: dict[str, Any] = {"ingest": {}, "tasks": {}, "split": {}, "tokenize": {}}
+    warnings: list[str] = []
+    # 1. ingest -------------------------------------------------------------------------
+    chunks = _ingest(recipe, out, work, counts, warnings)
+    weights = [c["n"] for c in chunks]
+    with Pool(data.workers if data.executor == "local" else 1, len(chunks)) as pool:
+        run = {"workers": data.workers, "executor": data.executor, "work_dir": work, "pool": pool}
+        built, build_jobs = _scan_link_build(recipe, chunks, weights, work, out, counts, run)
 
     # 5. merge --------------------------------------------------------------------------
     stats = CardStats()
@@ -524,7 +540,7 @@ def prepare(recipe: Recipe, layout: RunLayout, *, force: bool = False) -> Prepar
             "warnings": warnings,
             "mix": mix_report,
             "chunks": len(chunks),
-            "tokenizer": _tokenizer_info(model_path),
+            "tokenizer": _tokenizer_info(resolve_model(recipe.model.name, recipe.model.revision)),
         },
     )
     return PrepareResult(out, manifest, skipped=False)
