@@ -2,6 +2,7 @@
 executor; CPT packing keeps document boundaries; the trainer's collator honours them."""
 
 import json
+import os
 
 import pyarrow.parquet as pq
 import pytest
@@ -206,3 +207,34 @@ def test_prepare_refuses_to_run_on_every_rank(tmp_path, tiny_model_dir, monkeypa
     r = load_recipe("heal_soap", [f"model.name={tiny_model_dir}", f"run_dir={layout.root}",
                                   *LIMITS, "data.workers=1"])  # fmt: skip
     assert prepare(r, layout).skipped
+
+
+def test_datatrove_slurm_executor_with_a_stand_in_scheduler(
+    tmp_path, tiny_model_dir, reference, monkeypatch
+):
+    """The Slurm path end to end -- launch script, array tasks, completion markers, polling --
+    with test stand-ins for sbatch/srun that run the array tasks on this machine."""
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("datatrove")
+    fake = Path(__file__).parent / "fake_slurm"
+    bindir = Path(sys.executable).parent  # launch_pickled_pipeline lives next to python
+    monkeypatch.setenv("PATH", f"{fake}:{bindir}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SLURM_LOG", str(tmp_path / "slurm.log"))
+    ref_layout, ref = reference
+    layout, res = _prepare(
+        tmp_path,
+        tiny_model_dir,
+        "slurm",
+        [
+            "data.chunk_size=100",  # one array task per source: 4 per step
+            "data.executor=datatrove_slurm",
+            "data.slurm.partition=cpu",
+            "data.slurm.poll_s=0.2",
+            "data.slurm.timeout_s=120",
+        ],
+    )
+    assert res.manifest["counts"] == ref.manifest["counts"]
+    assert _snapshot(layout) == _snapshot(ref_layout)
+    assert "launch_pickled_pipeline" in (tmp_path / "slurm.log").read_text()

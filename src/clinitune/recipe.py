@@ -305,6 +305,27 @@ class DedupSpec(Strict):
     num_perm: int = Field(default=128, ge=16)
 
 
+class SlurmSpec(Strict):
+    """Where prepare's per-chunk steps run with ``executor: datatrove_slurm`` (datatrove's
+    ``SlurmPipelineExecutor``: one array task per chunk). The run directory must be on a
+    filesystem the nodes share, and clinitune installed where ``env_command`` / ``venv_path``
+    points."""
+
+    partition: str
+    time: str = "02:00:00"
+    cpus_per_task: int = Field(default=1, ge=1)
+    mem_per_cpu_gb: int = Field(default=2, ge=1)
+    qos: str = "normal"
+    venv_path: str | None = None
+    """An ``activate`` script to source on the nodes (e.g. /shared/venv/bin/activate)."""
+    env_command: str | None = None
+    """A shell command that sets up the environment on the nodes (instead of venv_path)."""
+    sbatch_args: dict[str, str] = Field(default_factory=dict)
+    poll_s: float = Field(default=15.0, gt=0)
+    timeout_s: float = Field(default=86_400.0, gt=0)
+    """Give up waiting for a step's array job after this long (its logs are named)."""
+
+
 class DataSpec(Strict):
     sources: list[SourceSpec] = Field(min_length=1)
     tasks: dict[str, TaskSpec] = Field(min_length=1)
@@ -328,9 +349,11 @@ class DataSpec(Strict):
     0 = all cores. Runs in-process when there is only one chunk."""
     chunk_size: int = Field(default=1000, ge=1)
     """Notes per chunk: the unit of parallel work and of memory (notes are never all in RAM)."""
-    executor: Literal["local", "datatrove"] = "local"
+    executor: Literal["local", "datatrove", "datatrove_slurm"] = "local"
     """``local``: a process pool. ``datatrove``: datatrove's LocalPipelineExecutor runs the
-    per-chunk steps (install ``clinitune[cluster]``); see docs/cluster.md for Slurm."""
+    per-chunk steps; ``datatrove_slurm``: its SlurmPipelineExecutor, one array task per chunk,
+    set up by ``slurm`` (install ``clinitune[cluster]``; docs/cluster.md)."""
+    slurm: SlurmSpec | None = None
 
     @model_validator(mode="after")
     def _refs(self) -> DataSpec:
@@ -346,6 +369,8 @@ class DataSpec(Strict):
         for f in self.phi.name_fields:
             if not any(f in s.columns.meta for s in self.sources):
                 raise ValueError(f"phi.name_fields: {f!r} is not a columns.meta field of a source")
+        if self.executor == "datatrove_slurm" and self.slurm is None:
+            raise ValueError("executor datatrove_slurm needs a slurm: section (partition, ...)")
         if self.mix:
             for k, w in self.mix.items():
                 if k not in self.tasks:

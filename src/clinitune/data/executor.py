@@ -79,11 +79,14 @@ def run_chunks(
     desc: str,
     weights: list[int] | None = None,
     pool: Pool | None = None,
+    slurm: Any = None,
 ) -> list[dict[str, Any]]:
     """``[step(job) for job in jobs]``, in parallel; ``weights`` (notes per job) drive the bar."""
     weights = weights or [1] * len(jobs)
-    if executor == "datatrove":
-        return _run_datatrove(step, jobs, workers=workers, work_dir=work_dir, desc=desc)
+    if executor in ("datatrove", "datatrove_slurm"):
+        return _run_datatrove(
+            step, jobs, workers=workers, work_dir=work_dir, desc=desc, slurm=slurm
+        )
     if pool is not None:
         return pool.map(step, jobs, weights, desc)
     with Pool(workers, len(jobs)) as own:
@@ -128,7 +131,13 @@ class _ChunkStepFactory:
 
 
 def _run_datatrove(
-    step: Step, jobs: list[dict[str, Any]], *, workers: int, work_dir: Path, desc: str
+    step: Step,
+    jobs: list[dict[str, Any]],
+    *,
+    workers: int,
+    work_dir: Path,
+    desc: str,
+    slurm: Any = None,
 ) -> list[dict[str, Any]]:
     try:
         from datatrove.executor import LocalPipelineExecutor
@@ -145,15 +154,19 @@ def _run_datatrove(
     for d in (results, logs):  # a rerun must not skip tasks or read stale results
         shutil.rmtree(d, ignore_errors=True)
     results.mkdir(parents=True)
-    ex = LocalPipelineExecutor(
-        pipeline=[_ChunkStepFactory.get()(step, jobs, str(results))],
-        tasks=len(jobs),
-        workers=min(n_workers(workers), len(jobs)),
-        logging_dir=str(logs),
-        skip_completed=False,
-        start_method="spawn",
-    )
-    ex.run()
+    pipeline = [_ChunkStepFactory.get()(step, jobs, str(results))]
+    if slurm is not None:
+        _run_slurm(pipeline, len(jobs), logs, name, slurm)
+    else:
+        ex = LocalPipelineExecutor(
+            pipeline=pipeline,
+            tasks=len(jobs),
+            workers=min(n_workers(workers), len(jobs)),
+            logging_dir=str(logs),
+            skip_completed=False,
+            start_method="spawn",
+        )
+        ex.run()
     out = []
     for i in range(len(jobs)):
         path = results / f"{i:06d}.json"
@@ -161,3 +174,41 @@ def _run_datatrove(
             raise StageError(f"datatrove task for chunk {i} wrote no result: see {logs}")
         out.append(json.loads(path.read_text()))
     return out
+
+
+def _run_slurm(pipeline: list[Any], tasks: int, logs: Path, name: str, spec: Any) -> None:
+    """Submit one array job (a task per chunk) and wait until every task has written
+    datatrove's completion marker; the driver then goes on with the next global step."""
+    import time
+
+    from datatrove.executor import SlurmPipelineExecutor
+
+    ex = SlurmPipelineExecutor(
+        pipeline=pipeline,
+        tasks=tasks,
+        time=spec.time,
+        partition=spec.partition,
+        cpus_per_task=spec.cpus_per_task,
+        mem_per_cpu_gb=spec.mem_per_cpu_gb,
+        qos=spec.qos,
+        job_name=f"clinitune-{name}",
+        venv_path=spec.venv_path,
+        env_command=spec.env_command,
+        sbatch_args=dict(spec.sbatch_args),
+        logging_dir=str(logs),
+        skip_completed=True,  # logs is fresh, so nothing stale is skipped; needed for polling
+    )
+    ex.run()  # sbatch
+    deadline = time.monotonic() + spec.timeout_s
+    with bar(f"{name} (slurm job {ex.job_id})", total=tasks, unit="chunk") as b:
+        while True:
+            done = sum(ex.is_rank_completed(r) for r in range(tasks))
+            b.update(done - b.n)
+            if done == tasks:
+                return
+            if time.monotonic() > deadline:
+                raise StageError(
+                    f"slurm job {ex.job_id}: {tasks - done} of {tasks} chunk tasks unfinished "
+                    f"after {spec.timeout_s:.0f}s; see the logs in {logs}"
+                )
+            time.sleep(spec.poll_s)

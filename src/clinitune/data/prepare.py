@@ -453,7 +453,13 @@ def prepare(recipe: Recipe, layout: RunLayout, *, force: bool = False) -> Prepar
     chunks = _ingest(recipe, out, work, counts, warnings)
     weights = [c["n"] for c in chunks]
     with Pool(data.workers if data.executor == "local" else 1, len(chunks)) as pool:
-        run = {"workers": data.workers, "executor": data.executor, "work_dir": work, "pool": pool}
+        run = {
+            "workers": data.workers,
+            "executor": data.executor,
+            "work_dir": work,
+            "pool": pool,
+            "slurm": data.slurm if data.executor == "datatrove_slurm" else None,
+        }
         built, build_jobs = _scan_link_build(recipe, chunks, weights, work, out, counts, run)
 
     # 5. merge --------------------------------------------------------------------------
