@@ -455,3 +455,10 @@ def test_metadata_name_tokens_alone() -> None:
     t2 = "Will Rose was seen; will return if the rose rash recurs."
     got2 = [t2[f.start : f.end] for f in s.scan(t2, names=["Will Rose"]) if f.type == "NAME"]
     assert got2 == ["Will Rose"]  # the full name; its stop-word tokens alone are not redacted
+
+
+def test_metadata_name_in_last_first_order() -> None:
+    s = PhiScanner()
+    t = "Patient: Friday, Hope. Seen with Hope Friday's mother."
+    got = [t[f.start : f.end] for f in s.scan(t, names=["Hope Friday"]) if f.type == "NAME"]
+    assert got == ["Friday, Hope", "Hope Friday"]  # both stop words alone, caught as a pair

@@ -417,11 +417,15 @@ def lexicon_available() -> bool:
 
 @functools.lru_cache(maxsize=4096)
 def _names_regex(names: tuple[str, ...]) -> re.Pattern[str] | None:
-    parts = sorted(
-        {r"\s+".join(re.escape(w) for w in n.split()) for n in names if len(n.strip()) >= 2},
-        key=len,
-        reverse=True,
-    )
+    variants: set[str] = set()
+    for n in names:
+        words = n.split()
+        if len(n.strip()) < 2:
+            continue
+        variants.add(r"\s+".join(re.escape(w) for w in words))
+        if len(words) >= 2:  # "Smith, John": the last-name-first order of lists and labels
+            variants.add(re.escape(words[-1]) + r",\s*" + r"\s+".join(map(re.escape, words[:-1])))
+    parts = sorted(variants, key=len, reverse=True)
     if not parts:
         return None
     return re.compile(rf"(?<![^\W\d_])(?:{'|'.join(parts)})(?![^\W\d_])", re.IGNORECASE)
