@@ -24,11 +24,6 @@ class CardStats:
         self.sections: dict[str, Counter[str]] = {}
         self.notes: Counter[str] = Counter()
 
-    def add_note(self, source: str, text: str, section_names: set[str]) -> None:
-        self.note_chars.setdefault(source, []).append(len(text))
-        self.sections.setdefault(source, Counter()).update(section_names)
-        self.notes[source] += 1
-
     def add_chunk(
         self, source: str, note_chars: list[int], sections: dict[str, int], notes: int
     ) -> None:

@@ -391,7 +391,7 @@ def dedup(
     sketching loop (e.g. ``tqdm``). See the module docstring for the exact semantics.
     """
     n = len(texts)
-    if keys is not None and len(keys) != n:
+    if keys is not None and len(keys) != n:  # before the sketching work; link() checks too
         raise ValueError(f"keys has {len(keys)} items, texts has {n}")
     check_config(config)
     starts: Iterable[int] = range(0, n, _CHUNK_NOTES)

@@ -45,7 +45,7 @@ from clinitune.data.executor import Pool, run_chunks
 from clinitune.data.ingest import Note, SourceReader
 from clinitune.data.split import SPLITS
 from clinitune.errors import StageError
-from clinitune.models import model_identity, resolve_model
+from clinitune.models import load_tokenizer, model_identity, resolve_model
 from clinitune.progress import track
 from clinitune.recipe import Recipe
 from clinitune.run import (
@@ -384,6 +384,7 @@ def _scan_link_build(
     out: Path,
     counts: dict[str, Any],
     run: dict[str, Any],
+    model_path: Path,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Steps 2-4: PHI gate + dedup sketches per chunk, dedup over all notes, then sections,
     tasks, split and tokenization per chunk."""
@@ -405,7 +406,6 @@ def _scan_link_build(
     masks, counts["dedup"] = _link(data, chunks, work, out)
 
     # 4. sections, tasks, split, tokenize, per chunk ----------------------------------------
-    model_path = resolve_model(recipe.model.name, recipe.model.revision)
     tokenizer = {
         "path": str(model_path),
         "system_prompt": recipe.model.system_prompt,
@@ -447,6 +447,7 @@ def prepare(recipe: Recipe, layout: RunLayout, *, force: bool = False) -> Prepar
     work = out / ".work"  # chunk files (note text: PHI); removed when prepare succeeds
     shutil.rmtree(work, ignore_errors=True)
     data = recipe.data
+    model_path = resolve_model(recipe.model.name, recipe.model.revision)
     counts: dict[str, Any] = {"ingest": {}, "tasks": {}, "split": {}, "tokenize": {}}
     warnings: list[str] = []
     # 1. ingest -------------------------------------------------------------------------
@@ -460,7 +461,9 @@ def prepare(recipe: Recipe, layout: RunLayout, *, force: bool = False) -> Prepar
             "pool": pool,
             "slurm": data.slurm if data.executor == "datatrove_slurm" else None,
         }
-        built, build_jobs = _scan_link_build(recipe, chunks, weights, work, out, counts, run)
+        built, build_jobs = _scan_link_build(
+            recipe, chunks, weights, work, out, counts, run, model_path
+        )
 
     # 5. merge --------------------------------------------------------------------------
     stats = CardStats()
@@ -503,7 +506,7 @@ def prepare(recipe: Recipe, layout: RunLayout, *, force: bool = False) -> Prepar
     token_lengths: dict[str, list[int]] = {}
     # Files in source order, then task order, then chunk order: independent of chunking.
     order = [
-        (src.name, task, d, b)
+        (task, d, b)
         for src in data.sources
         for task in src.tasks
         for c, d, b in zip(chunks, chunk_dirs, built, strict=True)
@@ -515,7 +518,7 @@ def prepare(recipe: Recipe, layout: RunLayout, *, force: bool = False) -> Prepar
         parts: list[tuple[Path, int]] = []
         n = 0
         with open(rec_path, "wb") as f:
-            for _src, task, d, b in order:
+            for task, d, b in order:
                 parts.append((d / f"tokens-{s}.{task}.parquet", n))
                 n += b["split"][s]["by_task"].get(task, 0)
                 with open(d / f"records-{s}.{task}.jsonl", "rb") as part:
@@ -546,19 +549,16 @@ def prepare(recipe: Recipe, layout: RunLayout, *, force: bool = False) -> Prepar
             "warnings": warnings,
             "mix": mix_report,
             "chunks": len(chunks),
-            "tokenizer": _tokenizer_info(resolve_model(recipe.model.name, recipe.model.revision)),
+            "tokenizer": _tokenizer_info(model_path),
         },
     )
     return PrepareResult(out, manifest, skipped=False)
 
 
 def _tokenizer_info(model_path: Path) -> dict[str, Any]:
-    from clinitune.data.chunks import _formatter
-
-    fmt = _formatter({"tokenizer": {"path": str(model_path), "system_prompt": None,
-                                    "chat_template_kwargs": {}}})  # fmt: skip
+    tok = load_tokenizer(model_path)
     return {
         "name_or_path": str(model_path),
-        "vocab_size": len(fmt.tok),
-        "eos_token_id": fmt.tok.eos_token_id,
+        "vocab_size": len(tok),
+        "eos_token_id": tok.eos_token_id,
     }

@@ -143,7 +143,6 @@ class _LossLog:
         class LossLog(TrainerCallback):
             def __init__(self) -> None:
                 self.path = path
-                self.rows: list[dict[str, Any]] = []
                 self.t0 = time.perf_counter()
 
             def on_log(self, args, state, control, logs=None, **kw):
@@ -154,7 +153,6 @@ class _LossLog:
                     "time_s": round(time.perf_counter() - self.t0, 3),
                     **{k: v for k, v in logs.items() if isinstance(v, (int, float))},
                 }
-                self.rows.append(row)
                 with open(self.path, "a", encoding="utf-8") as f:
                     f.write(json.dumps(row) + "\n")
 
@@ -476,15 +474,12 @@ def _eval_rows(layout: RunLayout, st: StageSpec, seed: int) -> list[dict[str, An
 
 def _check_window(init_dir: Path, rope: Any, rows: list[dict[str, Any]]) -> None:
     """Refuse, before loading the model, sequences longer than its (scaled) window."""
-    cfg = json.loads((init_dir / "config.json").read_text())
-    window = cfg.get("max_position_embeddings")
+    from clinitune.models import scaled_config
+
+    # the same scaling rule load_model applies (an already scaled config is kept as is)
+    window = getattr(scaled_config(init_dir, rope), "max_position_embeddings", None)
     if not window:
         return
-    if rope is not None and (cfg.get("rope_parameters") or {}).get("rope_type", "default") in (
-        "default",
-        None,
-    ):
-        window = int(window * rope.factor)
     longest = max((r["n_tokens"] for r in rows), default=0)
     if longest > window:
         raise StageError(
@@ -548,15 +543,10 @@ def _check_memory(init_dir: Path, st: StageSpec, dtype: str) -> None:
 def _loggers(wanted: list[str]) -> list[str]:
     import importlib.util
 
-    missing = {
-        "tensorboard": "tensorboard",
-        "wandb": "wandb",
-        "mlflow": "mlflow",
-    }
-    for name in wanted:
-        if importlib.util.find_spec(missing[name]) is None:
+    for name in wanted:  # each logger's package has the logger's name
+        if importlib.util.find_spec(name) is None:
             raise StageError(
-                f"report_to includes {name!r} but the {missing[name]!r} package is not "
+                f"report_to includes {name!r} but the {name!r} package is not "
                 "installed: pip install it, or remove it from the stage's report_to"
             )
     return list(wanted) or ["none"]
