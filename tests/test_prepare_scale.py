@@ -238,3 +238,64 @@ def test_datatrove_slurm_executor_with_a_stand_in_scheduler(
     assert res.manifest["counts"] == ref.manifest["counts"]
     assert _snapshot(layout) == _snapshot(ref_layout)
     assert "launch_pickled_pipeline" in (tmp_path / "slurm.log").read_text()
+
+
+def _reference_pack(docs: list[list[int]], max_len: int) -> list[tuple[list[int], list[int], int]]:
+    """The packing rule written the plain way: (ids, seq_lengths, provenance doc) per row."""
+    rows, ids, lens, first = [], [], [], None
+    for d, doc in enumerate(docs):
+        rest = list(doc)
+        while rest:
+            if first is None:
+                first = d
+            room = max_len - len(ids)
+            piece, rest = rest[:room], rest[room:]
+            ids += piece
+            lens.append(len(piece))
+            if len(ids) == max_len:
+                rows.append((ids, lens, first))
+                ids, lens, first = [], [], None
+    if ids:
+        rows.append((ids, lens, first))
+    return rows
+
+
+@pytest.mark.parametrize("max_len", [1, 7, 64])
+def test_columnar_packer_equals_the_plain_rule(max_len):
+    """The merge packs with numpy over Arrow tables, fed one table (chunk) at a time; it must
+    cut exactly like the token-by-token rule, whatever the table boundaries: documents longer
+    than a row, rows ending exactly at a document end, partial rows carried across tables."""
+    import random
+
+    import pyarrow as pa
+
+    from clinitune.data.chunks import TOKEN_SCHEMA
+    from clinitune.data.prepare import _Packer
+
+    rng = random.Random(max_len)
+    docs = [[rng.randrange(1000) for _ in range(rng.choice([1, 2, 5, 7, 13, 64, 150]))]
+            for _ in range(200)]  # fmt: skip
+    table = pa.Table.from_pylist(
+        [
+            {"input_ids": d, "labels": d, "seq_lengths": [len(d)], "n_tokens": len(d),
+             "n_loss_tokens": len(d) - 1, "task": "cpt", "source": "s", "note_id": f"n{i}",
+             "patient_id": "p", "record": i}
+            for i, d in enumerate(docs)
+        ],
+        schema=TOKEN_SCHEMA,
+    )  # fmt: skip
+    packer, out, lo = _Packer(max_len), [], 0
+    while lo < len(docs):
+        n = rng.choice([1, 3, 17, 50])
+        t = packer.add(table.slice(lo, n))
+        lo += n
+        if t is not None:
+            out += t.to_pylist()
+    t = packer.flush()
+    out += t.to_pylist() if t is not None else []
+    want = _reference_pack(docs, max_len)
+    assert [(r["input_ids"], r["seq_lengths"], r["record"]) for r in out] == want
+    assert all(r["labels"] == r["input_ids"] for r in out)
+    assert all(r["n_tokens"] == len(r["input_ids"]) for r in out)
+    assert all(r["n_loss_tokens"] == r["n_tokens"] - len(r["seq_lengths"]) for r in out)
+    assert all(r["note_id"] == f"n{r['record']}" for r in out)

@@ -30,13 +30,13 @@ import os
 import random
 import shutil
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from clinitune.data.card import CardStats, write_data_card
@@ -228,10 +228,12 @@ def _mix_plan(
     tokens: Counter[str] = Counter()
     n_rows: Counter[str] = Counter()
     for path, _ in parts:
-        t = pq.read_table(path, columns=["task", "n_tokens"]).to_pydict()
-        for task, n in zip(t["task"], t["n_tokens"], strict=True):
-            tokens[task] += n
-            n_rows[task] += 1
+        t = pq.read_table(path, columns=["task", "n_tokens"])
+        for g in (
+            t.group_by("task").aggregate([("n_tokens", "sum"), ("n_tokens", "count")]).to_pylist()
+        ):
+            tokens[g["task"]] += g["n_tokens_sum"]
+            n_rows[g["task"]] += g["n_tokens_count"]
     mixed = [t for t in sorted(n_rows) if t in weights]
     total_w = sum(weights[t] for t in mixed) or 1.0
     total_tokens = sum(tokens[t] for t in mixed)
@@ -260,48 +262,109 @@ def _mix_plan(
     return plan, report
 
 
+_PROV = ["task", "source", "note_id", "patient_id", "record"]
+
+
+def _list_array(offsets: np.ndarray, values: np.ndarray) -> pa.Array:
+    return pa.ListArray.from_arrays(
+        pa.array(offsets.astype(np.int32)), pa.array(values.astype(np.int32))
+    )
+
+
 class _Packer:
     """Concatenates one task's raw-text rows and cuts them into rows of exactly ``max_len``
     tokens (the last may be shorter). A document that does not fit continues in the next row
     as a new segment. ``seq_lengths`` records the segments, so the trainer restarts position
     ids at each one and attention never crosses documents (as in LLaMA/HEAL-style CPT, a cut
-    document's tail starts without its head as context)."""
+    document's tail starts without its head as context). A row's provenance is that of the
+    document its first token comes from.
+
+    Works on Arrow tables with numpy (a Python list per token cost ~20% of ``prepare`` at
+    100k notes): the tokens of a table are appended to the carried partial row, cut at every
+    multiple of ``max_len`` and at every document end; full rows are returned, the rest is
+    carried into the next call."""
 
     def __init__(self, max_len: int) -> None:
         self.max_len = max_len
-        self.ids: list[int] = []
-        self.lengths: list[int] = []
-        self.first: dict[str, Any] | None = None
+        self.ids = np.empty(0, dtype=np.int32)  # tokens of the partial row (< max_len)
+        self.lengths = np.empty(0, dtype=np.int64)  # its segments
+        self.prov: pa.Table | None = None  # provenance of its first segment (one row)
 
-    def add(self, row: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        ids = row["input_ids"]
-        while ids:
-            if self.first is None:
-                self.first = row
-            room = self.max_len - len(self.ids)
-            piece, ids = ids[:room], ids[room:]
-            self.ids += piece
-            self.lengths.append(len(piece))
-            if len(self.ids) == self.max_len:
-                yield self._emit()
+    def add(self, table: pa.Table) -> pa.Table | None:
+        if table.num_rows == 0:
+            return None
+        col = table.column("input_ids").combine_chunks()
+        lens = pc.list_value_length(col).to_numpy(zero_copy_only=False).astype(np.int64)
+        flat = pc.list_flatten(col).to_numpy(zero_copy_only=False)
+        carry = len(self.ids)
+        ids = np.concatenate([self.ids, flat.astype(np.int32)])
+        doc_ends = carry + np.cumsum(lens)
+        L = self.max_len
+        n_full = len(ids) // L
+        ends = np.union1d(
+            np.concatenate([np.cumsum(self.lengths), doc_ends]), np.arange(1, n_full + 1) * L
+        )
+        starts = np.concatenate([[0], ends[:-1]])
+        seg_len, seg_row = ends - starts, starts // L
+        prov_src = table.select(_PROV)
+        if self.prov is not None:
+            prov_src = pa.concat_tables([self.prov, prov_src])
 
-    def flush(self) -> Iterator[dict[str, Any]]:
-        if self.ids:
-            yield self._emit()
+        # Provenance row of the document holding each row's first token: index 0 is the
+        # carried partial row when there is one, then the rows of ``table``.
+        shift = 0 if self.prov is None else 1
 
-    def _emit(self) -> dict[str, Any]:
-        first = self.first
-        assert first is not None
-        row = {
-            **first,
-            "input_ids": self.ids,
-            "labels": list(self.ids),
-            "seq_lengths": self.lengths,
-            "n_tokens": len(self.ids),
-            "n_loss_tokens": len(self.ids) - len(self.lengths),
+        def prov_at(pos: np.ndarray) -> np.ndarray:
+            doc = np.searchsorted(doc_ends, pos, side="right") + shift
+            return np.where(pos < carry, 0, doc)
+
+        out = None
+        if n_full:
+            full = seg_row < n_full
+            per_row = np.bincount(seg_row[full], minlength=n_full)
+            seg_off = np.concatenate([[0], np.cumsum(per_row)])
+            tok_off = np.arange(n_full + 1, dtype=np.int64) * L
+            body = ids[: n_full * L]
+            prov = prov_src.take(pa.array(prov_at(np.arange(n_full) * L)))
+            out = self._table(prov, tok_off, body, seg_off, seg_len[full], per_row)
+        rest = seg_row == n_full
+        if rest.any():
+            self.prov = prov_src.take(pa.array(prov_at(np.array([n_full * L]))))
+        else:
+            self.prov = None
+        self.ids, self.lengths = ids[n_full * L :], seg_len[rest]
+        return out
+
+    def flush(self) -> pa.Table | None:
+        if self.prov is None:
+            return None
+        n = len(self.ids)
+        out = self._table(
+            self.prov, np.array([0, n]), self.ids, np.array([0, len(self.lengths)]),
+            self.lengths, np.array([len(self.lengths)]),
+        )  # fmt: skip
+        self.ids, self.lengths, self.prov = self.ids[:0], self.lengths[:0], None
+        return out
+
+    @staticmethod
+    def _table(
+        prov: pa.Table,
+        tok_off: np.ndarray,
+        ids: np.ndarray,
+        seg_off: np.ndarray,
+        seg_len: np.ndarray,
+        per_row: np.ndarray,
+    ) -> pa.Table:
+        n_tokens = np.diff(tok_off)
+        cols = {
+            "input_ids": _list_array(tok_off, ids),
+            "labels": _list_array(tok_off, ids),
+            "seq_lengths": _list_array(seg_off, seg_len),
+            "n_tokens": pa.array(n_tokens.astype(np.int32)),
+            "n_loss_tokens": pa.array((n_tokens - per_row).astype(np.int32)),
+            **{c: prov.column(c) for c in _PROV},
         }
-        self.ids, self.lengths, self.first = [], [], None
-        return row
+        return pa.table(cols).select(TOKEN_SCHEMA.names).cast(TOKEN_SCHEMA)
 
 
 def _merge_tokens(
@@ -313,59 +376,67 @@ def _merge_tokens(
     text_tasks: set[str],
 ) -> tuple[dict[str, Any], list[int]]:
     """Concatenate the token files ``parts`` (path, record offset) in order (record ids made
-    global), repeat rows per the mix
-    plan (pass 0 has every row once, pass p the rows repeated at least p+1 times, so copies
-    are spread out), and pack raw-text rows on the training split."""
+    global), repeat rows per the mix plan (pass 0 has every row once, pass p the rows repeated
+    at least p+1 times, so copies are spread out), and pack raw-text rows on the training
+    split. Columnar throughout (Arrow + numpy): no Python object per token."""
     pack = split == "train" and data.pack
     packers = {t: _Packer(data.max_seq_len) for t in text_tasks} if pack else {}
     passes = 1
     if plan:
         passes = max([w + (1 if extra else 0) for w, extra in plan.values()] + [1])
+    extra_idx = {t: np.array(sorted(e), dtype=np.int64) for t, (_, e) in (plan or {}).items()}
     rows_out = tokens = loss_tokens = 0
     by_source: Counter[str] = Counter()
     by_task: Counter[str] = Counter()
-    lengths: list[int] = []
+    lengths: list[np.ndarray] = []
     path.parent.mkdir(parents=True, exist_ok=True)
     with pq.ParquetWriter(path, TOKEN_SCHEMA) as writer:
-        buf: list[dict[str, Any]] = []
 
-        def emit(row: dict[str, Any]) -> None:
+        def emit(t: pa.Table | None) -> None:
             nonlocal rows_out, tokens, loss_tokens
-            buf.append(row)
-            rows_out += 1
-            tokens += row["n_tokens"]
-            loss_tokens += row["n_loss_tokens"]
-            lengths.append(row["n_tokens"])
-            if len(buf) >= 1024:
-                writer.write_table(pa.Table.from_pylist(buf, schema=TOKEN_SCHEMA))
-                buf.clear()
+            if t is None or t.num_rows == 0:
+                return
+            writer.write_table(t)
+            n = t.column("n_tokens").to_numpy()
+            rows_out += t.num_rows
+            tokens += int(n.sum())
+            loss_tokens += int(pc.sum(t.column("n_loss_tokens")).as_py())
+            lengths.append(n)
 
         for p in range(passes):
             seen: Counter[str] = Counter()  # task-local row index, for the mix plan
             for part, off in parts:
-                for row in pq.read_table(part).to_pylist():
-                    task = row["task"]
-                    j = seen[task]
-                    seen[task] += 1
+                t = pq.read_table(part, schema=TOKEN_SCHEMA)
+                if t.num_rows == 0:
+                    continue
+                for task in pc.unique(t.column("task")).to_pylist():
+                    tt = t.filter(pc.equal(t.column("task"), task))
+                    j = seen[task] + np.arange(tt.num_rows)
+                    seen[task] += tt.num_rows
                     if plan is not None and task in plan:
-                        whole, extra = plan[task]
-                        if not (p < whole or (p == whole and j in extra)):
+                        whole, _ = plan[task]
+                        if p == whole:
+                            tt = tt.filter(pa.array(np.isin(j, extra_idx[task])))
+                        elif p > whole:
                             continue
                     elif p > 0:
                         continue
-                    row["record"] += off
-                    by_source[row["source"]] += row["n_tokens"]
-                    by_task[task] += row["n_tokens"]
-                    if task in packers:
-                        for packed in packers[task].add(row):
-                            emit(packed)
-                    else:
-                        emit(row)
+                    if tt.num_rows == 0:
+                        continue
+                    tt = tt.set_column(
+                        TOKEN_SCHEMA.get_field_index("record"),
+                        TOKEN_SCHEMA.field("record"),
+                        pc.add(tt.column("record"), pa.scalar(off, pa.int32())),
+                    )
+                    n_tok = tt.column("n_tokens")
+                    by_task[task] += int(pc.sum(n_tok).as_py())
+                    for g in tt.group_by("source").aggregate([("n_tokens", "sum")]).to_pylist():
+                        by_source[g["source"]] += g["n_tokens_sum"]
+                    emit(packers[task].add(tt) if task in packers else tt)
         for packer in packers.values():
-            for packed in packer.flush():
-                emit(packed)
-        if buf or rows_out == 0:
-            writer.write_table(pa.Table.from_pylist(buf, schema=TOKEN_SCHEMA))
+            emit(packer.flush())
+        if rows_out == 0:
+            writer.write_table(TOKEN_SCHEMA.empty_table())
     return {
         "rows_out": rows_out,
         "tokens": tokens,
@@ -373,7 +444,7 @@ def _merge_tokens(
         "tokens_by_source": dict(by_source),
         "tokens_by_task": dict(by_task),
         **({"packed": True, "packed_len": data.max_seq_len} if packers else {}),
-    }, lengths
+    }, (np.concatenate(lengths).tolist() if lengths else [])
 
 
 def _scan_link_build(
