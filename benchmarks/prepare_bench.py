@@ -1558,10 +1558,10 @@ def write_recipe(d: Path, csv_path: Path, args: argparse.Namespace) -> Path:
                         "text": "text",
                         "meta": {"patient_name": "patient_name"},
                     },
-                    "tasks": ["ed_mdm", "ed_cpt"],
+                    "tasks": [f"ed_{t}" for t in args.tasks.split("+")],
                 }
             ],
-            "tasks": {"ed_mdm": {"type": "mdm"}, "ed_cpt": {"type": "cpt"}},
+            "tasks": {f"ed_{t}": {"type": t} for t in args.tasks.split("+")},
             "phi": {"policy": "redact", "name_fields": ["patient_name"]},
             "dedup": {
                 "threshold": args.threshold,
@@ -1804,6 +1804,7 @@ def run_prepare(recipe: Path, run_dir: Path, args: argparse.Namespace, log: Path
         "code": code,
         "workers_field": workers_field,
         "workers": args.workers if workers_field else None,
+        "tasks": args.tasks,
         "cores": cores_used or (os.cpu_count() or 1),
         "wall_s": round(m.wall_s, 2),
         "cpu_s": round(m.cpu_s, 2),
@@ -2236,7 +2237,7 @@ def print_size(res: dict[str, Any]) -> None:
         f"after redaction min {nj['redacted_min']:.3f} / mean {nj['redacted_mean']:.3f}"
     )
     workers = (
-        f"data.workers={prep['workers']}"
+        f"tasks {prep.get('tasks', 'mdm+cpt')}; data.workers={prep['workers']}"
         if prep["workers_field"]
         else "no data.workers field in the recipe schema: single process"
     )
@@ -2471,6 +2472,12 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=0,
         help="data.workers for prepare (0 = all cores), passed only if the recipe schema has it",
+    )
+    ap.add_argument(
+        "--tasks",
+        choices=["mdm+cpt", "cpt", "mdm"],
+        default="mdm+cpt",
+        help="task builders per note: both (each note tokenized twice, ~1,100 tokens) or one",
     )
     ap.add_argument("--threshold", type=float, default=0.8)
     ap.add_argument("--shingle", type=int, default=SHINGLE)

@@ -203,7 +203,7 @@ def build_chunk(job: dict[str, Any]) -> dict[str, Any]:
     ``data``, ``tokenizer``, ``tasks`` (task names of this chunk's source), ``namespace``
     (the patient-id space)."""
     from clinitune.data import tasks as task_registry
-    from clinitune.data.pack import tokenize_chat, tokenize_text
+    from clinitune.data.pack import tokenize_chats, tokenize_texts
     from clinitune.data.split import SPLITS, assign_split
 
     data = _data_spec(job["data"])
@@ -260,6 +260,15 @@ def build_chunk(job: dict[str, Any]) -> dict[str, Any]:
             with open(out / f"records-{s}.{task}.jsonl", "w", encoding="utf-8") as f:
                 for r in recs:
                     f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            # one batched tokenizer call per kind (documents / chats) for the whole file
+            text_idx = [i for i, r in enumerate(recs) if r["kind"] == "text"]
+            chat_idx = [i for i, r in enumerate(recs) if r["kind"] != "text"]
+            tokenized: dict[int, Any] = {}
+            texts = tokenize_texts(fmt, [recs[i]["text"] for i in text_idx], data.max_seq_len)
+            tokenized.update(zip(text_idx, texts, strict=True))
+            chats = tokenize_chats(fmt, [recs[i] for i in chat_idx], data.max_seq_len,
+                                   data.overlong)  # fmt: skip
+            tokenized.update(zip(chat_idx, chats, strict=True))
             rows: list[dict[str, Any]] = []
             for i, r in enumerate(recs):
                 prov = {
@@ -270,11 +279,11 @@ def build_chunk(job: dict[str, Any]) -> dict[str, Any]:
                     "record": i,  # index in this file; the merge makes it global
                 }
                 if r["kind"] == "text":
-                    chunks = tokenize_text(fmt, r["text"], data.max_seq_len)
+                    chunks = tokenized[i]
                     status["ok" if len(chunks) == 1 else "chunked"] += 1
                     rows += [{**c, "seq_lengths": [c["n_tokens"]], **prov} for c in chunks]
                     continue
-                row, st = tokenize_chat(fmt, r, data.max_seq_len, data.overlong)
+                row, st = tokenized[i]
                 status[st] += 1
                 if row is not None:
                     rows.append({**row, "seq_lengths": [row["n_tokens"]], **prov})

@@ -416,6 +416,13 @@ def lexicon_available() -> bool:
 
 
 @functools.lru_cache(maxsize=4096)
+def _name_words(names: tuple[str, ...]) -> frozenset[str]:
+    """Lower-cased words of the names, stripped of ".,": every match of ``_names_regex`` or
+    ``_name_tokens_regex`` contains one of them."""
+    return frozenset(w.strip(".,").lower() for n in names for w in n.split())
+
+
+@functools.lru_cache(maxsize=4096)
 def _names_regex(names: tuple[str, ...]) -> re.Pattern[str] | None:
     variants: set[str] = set()
     for n in names:
@@ -573,7 +580,9 @@ class PhiScanner:
 
     # ---------------------------------------------------------------------------------------
     def _scan_names(self, text: str, low: str, names: tuple[str, ...], out: list[Finding]) -> None:
-        if names:
+        # Both name regexes need one of the names' words in the text: a substring test first
+        # (most notes do not mention the patient by name; the regexes cost ~0.1 ms a note).
+        if names and any(w in low for w in _name_words(names)):
             for rx in (_names_regex(names), _name_tokens_regex(names)):
                 if rx is not None:
                     out.extend(Finding("NAME", m.start(), m.end()) for m in rx.finditer(text))
