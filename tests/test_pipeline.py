@@ -66,6 +66,21 @@ def test_prepare_books_balance_and_no_patient_leakage(tmp_path, tiny_model_dir):
 
 def test_end_to_end_cli_run_tiny_model(tmp_path, tiny_model_dir):
     run_dir = tmp_path / "e2e"
+    cls = tmp_path / "arrest.jsonl"
+    cls.write_text(
+        "".join(
+            json.dumps({"text": t, "label": y}) + "\n"
+            for t, y in [
+                ("PEA arrest on the ward, ROSC after 2 cycles of CPR.", 1),
+                ("Ankle sprain, discharged.", 0),
+                ("Code blue called; VF arrest, shocked twice.", 1),
+                ("Denies chest pain. No cardiac arrest.", 0),
+                ("Follow-up for hypertension, stable.", 0),
+                ("Witnessed cardiac arrest in the ED, CPR started.", 1),
+            ]
+        ),
+        encoding="utf-8",
+    )
     args = ["run", "quickstart", "--model", str(tiny_model_dir), "--run-dir", str(run_dir)]
     for s in [
         *SMALL,
@@ -76,6 +91,8 @@ def test_end_to_end_cli_run_tiny_model(tmp_path, tiny_model_dir):
         "evaluate.generation.max_examples=2",
         "evaluate.generation.max_new_tokens=8",
         "evaluate.mcq.0.n=8",
+        "evaluate.classification=[{name: arrest, path: " + str(cls) + ", question: 'Does the "
+        "note describe a cardiac arrest?', calibrate: true, batch_size: 4}]",
     ]:
         args += ["--set", s]
     res = CliRunner().invoke(app, args)
@@ -104,7 +121,14 @@ def test_end_to_end_cli_run_tiny_model(tmp_path, tiny_model_dir):
     for k in ("rouge1", "rouge2", "rougeLsum"):
         assert 0 <= final["rouge"][k] <= 100
     assert 0 <= final["mcq"]["mmlu_medical"]["acc"] <= 1
+    for method in ("choice", "choice_calibrated", "generate"):
+        c = final["classification"]["arrest"][method]
+        assert (
+            c["n"] == 6 and c["prevalence"] == 0.5 and isinstance(c["collapse"]["collapsed"], bool)
+        )
+    assert "p_value" in m["comparisons"]["final"]["classification"]["arrest"]["choice"]
     html = layout.report.read_text()
+    assert "label collapse" in html and "confusion matrices" in html
     assert "Base vs tuned" in html and "data:image/png;base64" in html
     # notes are PHI: no generated or reference text in the report unless asked for
     ref = json.loads((layout.generations / "base.jsonl").read_text().splitlines()[0])["reference"]

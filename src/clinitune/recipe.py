@@ -463,12 +463,60 @@ class McqSpec(Strict):
     batch_size: int = Field(default=8, ge=1)
 
 
+class ClassifySpec(Strict):
+    """A yes/no task scored two ways: constrained choice (log-probability of each answer word
+    after the prompt; AUROC from their normalized probabilities) and free generation (the first
+    word of a greedy answer). Label collapse is checked on both.
+
+    Examples come from a prepared ``mention`` task (``task:``, read from ``split``) or from a
+    local CSV/JSONL file (``path:`` with ``text_field``/``label_field``; e.g. MEDEC's error
+    flag)."""
+
+    name: str
+    task: str | None = None
+    """A ``mention`` task of ``data.tasks``: its records in the prepared ``split``."""
+    split: Literal["valid", "test"] = "test"
+    path: str | None = None
+    """A local ``.csv`` or ``.jsonl`` file (relative to the recipe)."""
+    text_field: str = "text"
+    label_field: str = "label"
+    id_field: str | None = None
+    positive_values: list[str] = Field(default_factory=lambda: ["1", "yes", "true", "y", "t"])
+    """Gold values (case-insensitive) meaning the positive class; every other value is
+    negative (an empty value is an error naming the row)."""
+    question: str | None = None
+    """For files: the question asked about each text (mention tasks carry their own)."""
+    answers: tuple[str, str] = ("yes", "no")
+    """The positive and negative answer words."""
+    n: int | None = Field(default=None, ge=1)
+    """Seeded random sample of n examples (files are often sorted by label)."""
+    methods: list[Literal["choice", "generate"]] = Field(
+        default_factory=lambda: ["choice", "generate"], min_length=1
+    )
+    calibrate: bool = False
+    """Also report contextual calibration (Zhao et al. 2021) of the choice probabilities: divide
+    by the probabilities the model gives a content-free input ("N/A")."""
+    batch_size: int = Field(default=8, ge=1)
+    max_new_tokens: int = Field(default=8, ge=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ClassifySpec:
+        if (self.task is None) == (self.path is None):
+            raise ValueError(f"classification {self.name!r}: give exactly one of task or path")
+        if self.path is not None and not self.question:
+            raise ValueError(f"classification {self.name!r}: a file needs a question")
+        if self.answers[0].strip().lower() == self.answers[1].strip().lower():
+            raise ValueError(f"classification {self.name!r}: the two answers must differ")
+        return self
+
+
 class EvaluateSpec(Strict):
     models: list[str] = Field(default_factory=lambda: ["base", "final"], min_length=1)
     """``base`` (the recipe model), ``final`` (the last train stage), a stage name, or a path."""
     held_out: HeldOutSpec = Field(default_factory=HeldOutSpec)
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     mcq: list[McqSpec] = Field(default_factory=list)
+    classification: list[ClassifySpec] = Field(default_factory=list)
 
 
 class ReportSpec(Strict):
@@ -518,6 +566,14 @@ class Recipe(Strict):
             for t in tasks:
                 if t not in self.data.tasks:
                     raise ValueError(f"evaluate.{key}.tasks: unknown task {t!r}")
+        for c in self.evaluate.classification:
+            if c.task is not None:
+                spec = self.data.tasks.get(c.task)
+                if spec is None or spec.type != "mention":
+                    raise ValueError(
+                        f"evaluate.classification {c.name!r}: task {c.task!r} is not a mention "
+                        "task of data.tasks"
+                    )
         for m in self.evaluate.models:
             if m not in {"base", "final", *names} and "/" not in m and not m.startswith("."):
                 raise ValueError(f"evaluate.models: {m!r} is not base, final, a stage or a path")

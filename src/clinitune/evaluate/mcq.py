@@ -149,25 +149,46 @@ def choice_logprobs(
     """Summed log-probability of each choice continuation given its context.
 
     Context and continuation are tokenized separately and concatenated (as lm-eval does), so
-    the continuation tokens are exactly the scored ones. When every choice of a question is a
-    single token (" A".." D", " yes"/" no"/" maybe") one forward pass of the context scores them
-    all; otherwise each choice is its own row. Rows are left-padded with explicit position ids,
-    and only the last positions' logits are computed (``logits_to_keep``): with a 49K-token
-    vocabulary the LM head otherwise dominates the cost of a small model.
+    the continuation tokens are exactly the scored ones."""
+    items = [
+        (
+            tok(q.context, add_special_tokens=False)["input_ids"],
+            [tok(c, add_special_tokens=False)["input_ids"] for c in q.choices],
+        )
+        for q in questions
+    ]
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    return score_continuations(model, items, pad, device, batch_size, desc)
+
+
+def score_continuations(
+    model: Any,
+    items: list[tuple[list[int], list[list[int]]]],
+    pad: int,
+    device: str,
+    batch_size: int,
+    desc: str,
+) -> list[list[float]]:
+    """Summed log-probability of each continuation (token ids) after its context (token ids).
+
+    When every continuation of an item is a single token (" A".." D", " yes"/" no"/" maybe")
+    one forward pass of the context scores them all; otherwise each continuation is its own
+    row. Rows are sorted by length and left-padded with explicit position ids, and only the last
+    positions' logits are computed (``logits_to_keep``): with a 49K-token vocabulary the LM head
+    otherwise dominates the cost of a small model.
     """
     import torch
 
-    # A row: (question, token ids, choices scored from it, context_only).
+    # A row: (item, token ids, continuations scored from it, context_only).
     rows: list[tuple[int, list[int], list[tuple[int, list[int]]], bool]] = []
-    for qi, q in enumerate(questions):
-        ctx = tok(q.context, add_special_tokens=False)["input_ids"]
-        conts = [tok(c, add_special_tokens=False)["input_ids"] for c in q.choices]
+    for qi, (ctx, conts) in enumerate(items):
+        if any(not c for c in conts):
+            raise ValueError(f"item {qi}: an empty continuation cannot be scored")
         if all(len(c) == 1 for c in conts):
             rows.append((qi, ctx, list(enumerate(conts)), True))
         else:
             rows += [(qi, ctx + c, [(ci, c)], False) for ci, c in enumerate(conts)]
-    out = [[0.0] * len(q.choices) for q in questions]
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    out = [[0.0] * len(conts) for _, conts in items]
     rows.sort(key=lambda r: len(r[1]))
     batches = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
     for batch in track(batches, desc, unit="batch"):
@@ -182,7 +203,11 @@ def choice_logprobs(
         keep = max(1 if r[3] else len(r[2][0][1]) for r in batch)
         with torch.inference_mode():
             logits = model(
-                input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=keep + 1
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=pos,
+                logits_to_keep=keep + 1,
+                use_cache=False,
             ).logits.float()
         logp = torch.log_softmax(logits, -1)  # [B, keep+1, V]; last index = last token
         for b, (qi, _, conts, context_only) in enumerate(batch):

@@ -17,7 +17,7 @@ from typing import Any
 from clinitune.errors import StageError
 
 # Import evaluation modules so they register themselves.
-from clinitune.evaluate import heldout, mcq, rouge  # noqa: F401
+from clinitune.evaluate import heldout, mcq, mention, rouge  # noqa: F401
 from clinitune.evaluate.registry import EVALUATIONS, EvalContext, LoadedModel
 from clinitune.evaluate.stats import mcnemar_exact, paired_bootstrap_mean, paired_bootstrap_ratio
 from clinitune.generate import generate_for_model, resolve_eval_models
@@ -50,6 +50,8 @@ def enabled_evaluations(recipe: Recipe) -> list[str]:
         names.append("rouge")
     if ev.mcq:
         names.append("mcq")
+    if ev.classification:
+        names.append("classification")
     return names
 
 
@@ -65,6 +67,9 @@ def evaluate(recipe: Recipe, layout: RunLayout, *, force: bool = False) -> EvalR
         "max_seq_len": recipe.data.max_seq_len,
     }
     bench = {m.name: sha256_file(recipe.resolve_path(m.path)) for m in recipe.evaluate.mcq}
+    for c in recipe.evaluate.classification:
+        if c.path is not None:
+            bench[f"classification:{c.name}"] = sha256_file(recipe.resolve_path(c.path))
     fp = fingerprint("evaluate", cfg, bench, [prep["fingerprint"], *(r.fingerprint for r in refs)])
     if not force and layout.metrics.exists() and is_up_to_date(layout.evaluation, fp):
         import json
@@ -173,4 +178,20 @@ def compare(base: dict[str, Any], other: dict[str, Any], seed: int) -> dict[str,
             b = {x["qid"]: x["correct"] for x in other["mcq"][name]}
             keys = sorted(set(a) & set(b))
             out["mcq"][name] = mcnemar_exact([a[k] for k in keys], [b[k] for k in keys])
+    if "classification" in base and "classification" in other:
+        out["classification"] = {}
+        for name, exs in base["classification"].items():
+            if name not in other["classification"]:
+                continue
+            a = {x["id"]: x for x in exs}
+            b = {x["id"]: x for x in other["classification"][name]}
+            keys = sorted(set(a) & set(b))
+            out["classification"][name] = {
+                method: mcnemar_exact(
+                    [a[k][method] == a[k]["gold"] for k in keys],
+                    [b[k][method] == b[k]["gold"] for k in keys],
+                )
+                for method in ("choice", "choice_calibrated", "generate")
+                if keys and method in a[keys[0]] and method in b[keys[0]]
+            }
     return out

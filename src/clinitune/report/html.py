@@ -166,7 +166,71 @@ def comparison_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
             lambda c, n=name: c["mcq"][n],
         )
         add(f"{name} acc_norm", lambda d, n=name: d["mcq"][n]["acc_norm"], "higher")
+    for name, res in mb.get("classification", {}).items():
+        for method in ("choice", "choice_calibrated", "generate"):
+            if method not in res:
+                continue
+            g = res[method]
+            add(
+                f"{name} · {method} accuracy (n={g['n']}, prevalence {g['prevalence']:.2f})",
+                lambda d, n=name, k=method: d["classification"][n][k]["accuracy"],
+                "higher",
+                lambda c, n=name, k=method: c["classification"][n][k],
+            )
+            for key, label in (("f1", "F1"), ("mcc", "MCC"), ("auroc", "AUROC")):
+                if g.get(key) is not None:
+                    add(
+                        f"{name} · {method} {label}",
+                        lambda d, n=name, k=method, key=key: d["classification"][n][k][key],
+                        "higher",
+                    )
     return rows
+
+
+def classification_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per model x task x method: metrics, confusion matrix and the collapse verdict."""
+    rows = []
+    for m, d in metrics["models"].items():
+        for name, res in d.get("classification", {}).items():
+            for method in ("choice", "choice_calibrated", "generate"):
+                if method in res:
+                    rows.append({"model": m, "task": name, "method": method, **res[method]})
+    return rows
+
+
+def confusion_plot(rows: list[dict[str, Any]]) -> str | None:
+    """One 2x2 confusion matrix per (model, task, method), gold in rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        return None
+    n = len(rows)
+    cols = min(n, 4)
+    fig, axes = plt.subplots(
+        (n + cols - 1) // cols, cols, figsize=(2.6 * cols, 2.5 * ((n + cols - 1) // cols))
+    )
+    flat = list(axes.flat) if hasattr(axes, "flat") else [axes]
+    for ax, r in zip(flat, rows, strict=False):
+        cm = r["confusion"]
+        ax.imshow(cm, cmap="Blues")
+        for i in range(2):
+            for j in range(2):
+                ax.text(j, i, str(cm[i][j]), ha="center", va="center", fontsize=10)
+        pos = r["positive"]
+        ax.set_xticks([0, 1], [pos, f"not {pos}"], fontsize=7)
+        ax.set_yticks([0, 1], [pos, f"not {pos}"], fontsize=7)
+        flag = " · COLLAPSED" if r["collapse"]["collapsed"] else ""
+        ax.set_title(f"{r['model']} · {r['task']}\n{r['method']}{flag}", fontsize=8,
+                     color="#b42318" if flag else "#222")  # fmt: skip
+        ax.set_xlabel("predicted", fontsize=7)
+        ax.set_ylabel("gold", fontsize=7)
+    for ax in flat[n:]:
+        ax.axis("off")
+    fig.tight_layout()
+    return png_base64(fig)
 
 
 TEMPLATE = """<!doctype html>
@@ -194,6 +258,18 @@ regression, unmarked = not significant at this sample size.</p>
 {% for m in others %}{% set c = r.cmp.get(m) %}<td class="{{ cls(c, r.better) }}">{% if c %}{{ fmt(c.diff) }}{% if c.ci_low is defined %} [{{ fmt(c.ci_low) }}, {{ fmt(c.ci_high) }}]{% else %} (p={{ fmt(c.p_value) }}){% endif %}{% else %}—{% endif %}</td>{% endfor %}</tr>
 {% endfor %}</table>
 {% if bars %}<img alt="metrics per model" src="data:image/png;base64,{{ bars }}">{% endif %}
+
+{% if cls_rows %}<h2>Yes/no classification and label collapse</h2>
+<p>Choice = log-probability of each answer word (AUROC from its probability); generate = first word
+of a greedy answer (anything else is <i>invalid</i> and counts as wrong). <b>Collapse</b>: the model
+gives (almost) one answer whatever the input — flagged when its majority share is ≥ 0.95 while the
+gold one is not, or when a class is never predicted correctly and accuracy does not beat always
+answering the gold majority. The remedy is a short class-balanced task fine-tune
+(<code>kind: task</code>, <code>class_balanced: true</code>).</p>
+<table><tr><th>model</th><th>task</th><th>method</th><th>n</th><th>acc</th><th>precision</th><th>recall</th><th>F1</th><th>MCC</th><th>bal. acc</th><th>AUROC</th><th>majority answer (share)</th><th>gain over majority</th><th>collapse</th></tr>
+{% for r in cls_rows %}<tr><td>{{ r.model }}</td><td>{{ r.task }}</td><td>{{ r.method }}</td><td>{{ r.n }}</td><td>{{ fmt(r.accuracy) }}</td><td>{{ fmt(r.precision) }}</td><td>{{ fmt(r.recall) }}</td><td>{{ fmt(r.f1) }}</td><td>{{ fmt(r.mcc) if r.mcc is not none else "—" }}</td><td>{{ fmt(r.balanced_accuracy) if r.balanced_accuracy is not none else "—" }}</td><td>{{ fmt(r.auroc) if r.auroc is not none else "—" }}</td><td>{{ r.collapse.pred_majority }} ({{ fmt(r.collapse.pred_majority_share, 2) }})</td><td>{{ fmt(r.collapse.gain_over_majority) }}</td><td class="{{ 'bad' if r.collapse.collapsed else '' }}">{{ "COLLAPSED" if r.collapse.collapsed else "no" }}</td></tr>{% endfor %}</table>
+{% if cm_png %}<img alt="confusion matrices" src="data:image/png;base64,{{ cm_png }}">{% endif %}
+{% endif %}
 
 <h2>Training</h2>
 {% if loss_png %}<img alt="training loss" src="data:image/png;base64,{{ loss_png }}">{% else %}<p>No training logs.</p>{% endif %}
@@ -273,6 +349,8 @@ def write_report(recipe: Recipe, layout: RunLayout) -> Path:
         fmt=_fmt,
         cls=_cls,
         bars=bars_plot(metrics),
+        cls_rows=classification_rows(metrics),
+        cm_png=confusion_plot(classification_rows(metrics)),
         loss_png=loss_plot(stage_logs),
         stages=stages,
         warnings=prep.get("warnings", []),
