@@ -9,9 +9,10 @@ log-likelihood of each answer continuation (zero-shot, lm-evaluation-harness pro
 - ``medmcqa_jsonl``: ``question, opa..opd, cop`` with 1-based ``cop`` (the original files; the
   HF copy is 0-based) -- "Question: ...\\nChoices:\\nA. ...\\nAnswer:", choices " A".." D".
 
-acc: argmax of summed log-probability; acc_norm: argmax of log-probability per byte of the
-continuation (lm-eval's definition). A seeded random sample of ``n`` questions is used (files
-are often sorted by answer or subject; "the first N" would be biased).
+acc: argmax of summed log-probability; acc_norm: argmax of log-probability per character of the
+choice text (lm-eval's definitions; ``tests/test_lm_eval_parity.py`` checks against lm-eval).
+A seeded random sample of ``n`` questions is used (files are often sorted by answer or subject;
+"the first N" would be biased).
 """
 
 from __future__ import annotations
@@ -143,22 +144,46 @@ def load_questions(spec: McqSpec, path: Path, seed: int) -> list[Question]:
     return qs
 
 
+def encode_pair(tok: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """Context and continuation token ids the way lm-evaluation-harness makes them (its
+    ``_encode_pair``, causal models): trailing spaces of the context move to the continuation,
+    the whole string is tokenized and the continuation is what follows the context's tokens.
+    Scoring the same ids is what makes clinitune's accuracy equal lm-eval's."""
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces:
+        context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+    whole = tok(context + continuation, add_special_tokens=False)["input_ids"]
+    ctx = tok(context, add_special_tokens=False)["input_ids"]
+    return ctx, whole[len(ctx) :]
+
+
 def choice_logprobs(
     model: Any, tok: Any, questions: list[Question], device: str, batch_size: int, desc: str
 ) -> list[list[float]]:
-    """Summed log-probability of each choice continuation given its context.
-
-    Context and continuation are tokenized separately and concatenated (as lm-eval does), so
-    the continuation tokens are exactly the scored ones."""
-    items = [
-        (
-            tok(q.context, add_special_tokens=False)["input_ids"],
-            [tok(c, add_special_tokens=False)["input_ids"] for c in q.choices],
-        )
-        for q in questions
-    ]
+    """Summed log-probability of each choice continuation given its context (token ids as
+    lm-eval makes them: :func:`encode_pair`)."""
+    items: list[tuple[list[int], list[list[int]]]] = []
+    shared: list[bool] = []  # per question: one item for all choices, or one item per choice
+    for q in questions:
+        pairs = [encode_pair(tok, q.context, c) for c in q.choices]
+        if len({tuple(c) for c, _ in pairs}) == 1:
+            items.append((pairs[0][0], [cont for _, cont in pairs]))
+            shared.append(True)
+        else:  # a choice merged into the context's last token: each choice is its own item
+            items += [(c, [cont]) for c, cont in pairs]
+            shared.append(False)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    return score_continuations(model, items, pad, device, batch_size, desc)
+    flat = score_continuations(model, items, pad, device, batch_size, desc)
+    out: list[list[float]] = []
+    i = 0
+    for q, one in zip(questions, shared, strict=True):
+        if one:
+            out.append(flat[i])
+            i += 1
+        else:
+            out.append([flat[i + j][0] for j in range(len(q.choices))])
+            i += len(q.choices)
+    return out
 
 
 def score_continuations(
@@ -237,7 +262,8 @@ def mcq(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
         correct, correct_norm, per = 0, 0, []
         for q, lp in zip(qs, lps, strict=True):
             pred = max(range(len(lp)), key=lambda j: lp[j])
-            norm = [x / len(c.encode()) for x, c in zip(lp, q.choices, strict=True)]
+            # lm-eval's acc_norm: per character of the choice text (without the " " delimiter)
+            norm = [x / len(c[1:]) for x, c in zip(lp, q.choices, strict=True)]
             pred_n = max(range(len(norm)), key=lambda j: norm[j])
             correct += pred == q.answer
             correct_norm += pred_n == q.answer

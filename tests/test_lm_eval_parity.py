@@ -1,0 +1,88 @@
+"""clinitune's multiple-choice scorer agrees with lm-evaluation-harness on the same model, data
+and prompt: per-choice log-likelihoods, acc and acc_norm (the issue's parity requirement).
+
+lm-eval runs in-process on the already-loaded model (``HFLM(pretrained=model)``) with a task
+defined as data over a local JSONL file; nothing is downloaded."""
+
+import json
+
+import pytest
+
+from clinitune.evaluate.mcq import choice_logprobs, load_questions
+from clinitune.recipe import PKG_PREFIX, McqSpec, resolve_path
+
+lm_eval = pytest.importorskip("lm_eval")
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa").eval()
+
+
+def _lm_eval_run(model, tokenizer, questions, path):
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    with open(path, "w", encoding="utf-8") as f:
+        for q in questions:
+            doc = {"qid": q.qid, "context": q.context, "choices": [c[1:] for c in q.choices],
+                   "label": q.answer}  # fmt: skip
+            f.write(json.dumps(doc) + "\n")
+    task = {
+        "task": "clinitune_parity",
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(path)}},
+        "test_split": "test",
+        "output_type": "multiple_choice",
+        "doc_to_text": "{{context}}",
+        "doc_to_choice": "{{choices}}",
+        "doc_to_target": "{{label}}",
+        "target_delimiter": " ",
+        "num_fewshot": 0,
+        "metric_list": [
+            {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
+            {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True},
+        ],
+        "metadata": {"version": 1.0},
+    }
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=4)
+    res = simple_evaluate(
+        model=lm,
+        tasks=[task],
+        task_manager=TaskManager(include_defaults=False),
+        log_samples=True,
+        bootstrap_iters=0,
+    )
+    samples = sorted(res["samples"]["clinitune_parity"], key=lambda s: s["doc_id"])
+    lls = [[float(r[0]) for r in s["filtered_resps"]] for s in samples]
+    return res["results"]["clinitune_parity"], lls
+
+
+@pytest.mark.parametrize(
+    "fmt,file,n",
+    [
+        ("mmlu_csv", "mcq/mmlu_medical_test.csv", 24),
+        ("pubmedqa_json", "mcq/pubmedqa_sample.json", 8),
+    ],
+)
+def test_accuracy_equals_lm_eval(tmp_path, tiny, tokenizer, monkeypatch, fmt, file, n):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_datasets"))
+    spec = McqSpec(name="parity", path=f"{PKG_PREFIX}samples/{file}", format=fmt, n=n)
+    qs = load_questions(spec, resolve_path(spec.path, tmp_path), seed=0)
+    ours = choice_logprobs(tiny, tokenizer, qs, "cpu", batch_size=4, desc="t")
+    results, theirs = _lm_eval_run(tiny, tokenizer, qs, tmp_path / "docs.jsonl")
+    for a, b in zip(ours, theirs, strict=True):
+        assert a == pytest.approx(b, abs=2e-4)
+    acc = sum(
+        max(range(len(lp)), key=lp.__getitem__) == q.answer for q, lp in zip(qs, ours, strict=True)
+    )
+    norm = [
+        max(range(len(lp)), key=lambda j, lp=lp, q=q: lp[j] / len(q.choices[j][1:])) == q.answer
+        for q, lp in zip(qs, ours, strict=True)
+    ]
+    assert acc / len(qs) == pytest.approx(results["acc,none"])
+    assert sum(norm) / len(qs) == pytest.approx(results["acc_norm,none"])
