@@ -7,7 +7,7 @@ import torch
 
 from clinitune.errors import DataError
 from clinitune.evaluate.heldout import nll_per_example
-from clinitune.evaluate.mcq import Question, choice_logprobs, load_questions
+from clinitune.evaluate.mcq import Question, choice_logprobs, load_questions, with_prompts
 from clinitune.recipe import McqSpec, load_recipe
 
 
@@ -105,3 +105,56 @@ def test_medmcqa_shared_dev_loads(shared_data):
     p = shared_data / "medmcqa" / "dev.jsonl"
     qs = load_questions(McqSpec(name="m", path=str(p), format="medmcqa_jsonl", n=50), p, 0)
     assert len(qs) == 50 and all(0 <= q.answer < 4 for q in qs)
+
+
+MEDQA = {
+    "question": "A 45-year-old man has crushing chest pain. Which enzyme rises first?",
+    "answer": "Myoglobin",
+    "options": {"A": "Troponin I", "B": "Myoglobin", "C": "CK-MB", "D": "LDH"},
+    "meta_info": "step2&3",
+    "answer_idx": "B",
+}
+
+
+def test_medqa_jsonl_loads_and_bad_keys_name_the_line(tmp_path):
+    p = tmp_path / "medqa_test.jsonl"
+    p.write_text(json.dumps(MEDQA) + "\n" + json.dumps({**MEDQA, "answer_idx": "D",
+                 "answer": "LDH"}) + "\n")  # fmt: skip
+    qs = load_questions(McqSpec(name="medqa", path=str(p), format="medqa_jsonl"), p, 0)
+    assert [q.answer for q in qs] == [1, 3] and qs[0].choices == (" A", " B", " C", " D")
+    assert (
+        qs[0].context.startswith("Question: A 45-year-old") and "\nB. Myoglobin\n" in qs[0].context
+    )
+    assert qs[0].context.endswith("Answer:")
+    for bad, msg in [
+        ({**MEDQA, "answer_idx": "E"}, r"line 1: answer_idx 'E' is not one of the options"),
+        ({**MEDQA, "answer": "CK-MB"}, r"line 1: answer text differs"),
+        ({k: v for k, v in MEDQA.items() if k != "options"}, r"line 1: missing field 'options'"),
+    ]:
+        p.write_text(json.dumps(bad) + "\n")
+        with pytest.raises(DataError, match=msg):
+            load_questions(McqSpec(name="x", path=str(p), format="medqa_jsonl"), p, 0)
+
+
+def test_fewshot_prompt_has_solved_examples_and_never_the_question(tokenizer):
+    from clinitune.data.pack import ChatFormatter
+
+    r = load_recipe("quickstart")
+    spec = McqSpec(name="m", path="pkg://samples/mcq/mmlu_medical_test.csv", format="mmlu_csv",
+                   n=5, num_fewshot=2)  # fmt: skip
+    pool = load_questions(spec.model_copy(update={"n": None}), r.resolve_path(spec.path), 0)
+    qs = load_questions(spec, r.resolve_path(spec.path), seed=0)
+    shot = with_prompts(spec, qs, pool, seed=0)
+    for q, s in zip(qs, shot, strict=True):
+        assert s.context.startswith(q.description) and s.context.endswith(q.context)
+        body = s.context[len(q.description) : -len(q.context)]
+        blocks = body.split("\n\n")[:-1]
+        assert len(blocks) == 2
+        for b in blocks:
+            assert b[-2:] in (" A", " B", " C", " D") and "Answer: " in b  # solved
+            assert b[: -len(" A")] != q.context  # never the question itself
+    assert with_prompts(spec, qs, pool, seed=0) == shot  # seeded
+    chat = with_prompts(spec.model_copy(update={"num_fewshot": 0}), qs, pool, 0,
+                        ChatFormatter(tokenizer))  # fmt: skip
+    assert chat[0].choices == ("A", "B", "C", "D")
+    assert "<|im_start|>user" in chat[0].context and chat[0].context.endswith("assistant\n")

@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from clinitune.evaluate.mcq import choice_logprobs, load_questions
+from clinitune.data.pack import ChatFormatter
+from clinitune.evaluate.mcq import choice_logprobs, load_questions, with_prompts
 from clinitune.recipe import PKG_PREFIX, McqSpec, resolve_path
 
 lm_eval = pytest.importorskip("lm_eval")
@@ -21,15 +22,15 @@ def tiny(tiny_model_dir):
     return AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa").eval()
 
 
-def _lm_eval_run(model, tokenizer, questions, path):
+def _lm_eval_run(model, tokenizer, questions, path, delimiter):
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
     with open(path, "w", encoding="utf-8") as f:
         for q in questions:
-            doc = {"qid": q.qid, "context": q.context, "choices": [c[1:] for c in q.choices],
-                   "label": q.answer}  # fmt: skip
+            choices = [c[len(delimiter) :] for c in q.choices]
+            doc = {"qid": q.qid, "context": q.context, "choices": choices, "label": q.answer}
             f.write(json.dumps(doc) + "\n")
     task = {
         "task": "clinitune_parity",
@@ -40,7 +41,7 @@ def _lm_eval_run(model, tokenizer, questions, path):
         "doc_to_text": "{{context}}",
         "doc_to_choice": "{{choices}}",
         "doc_to_target": "{{label}}",
-        "target_delimiter": " ",
+        "target_delimiter": delimiter,
         "num_fewshot": 0,
         "metric_list": [
             {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
@@ -62,26 +63,34 @@ def _lm_eval_run(model, tokenizer, questions, path):
 
 
 @pytest.mark.parametrize(
-    "fmt,file,n",
+    "fmt,file,n,shots,chat",
     [
-        ("mmlu_csv", "mcq/mmlu_medical_test.csv", 24),
-        ("pubmedqa_json", "mcq/pubmedqa_sample.json", 8),
+        ("mmlu_csv", "mcq/mmlu_medical_test.csv", 24, 0, False),
+        ("pubmedqa_json", "mcq/pubmedqa_sample.json", 8, 0, False),
+        ("mmlu_csv", "mcq/mmlu_medical_test.csv", 8, 2, True),
     ],
 )
-def test_accuracy_equals_lm_eval(tmp_path, tiny, tokenizer, monkeypatch, fmt, file, n):
+def test_accuracy_equals_lm_eval(tmp_path, tiny, tokenizer, monkeypatch, fmt, file, n, shots, chat):
+    """The same prompts (zero-shot; two-shot through the chat template) scored by both."""
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_datasets"))
-    spec = McqSpec(name="parity", path=f"{PKG_PREFIX}samples/{file}", format=fmt, n=n)
-    qs = load_questions(spec, resolve_path(spec.path, tmp_path), seed=0)
+    spec = McqSpec(name="parity", path=f"{PKG_PREFIX}samples/{file}", format=fmt, n=n,
+                   num_fewshot=shots, chat_template=chat)  # fmt: skip
+    path = resolve_path(spec.path, tmp_path)
+    pool = load_questions(spec.model_copy(update={"n": None}), path, seed=0)
+    qs = with_prompts(spec, load_questions(spec, path, seed=0), pool, 0,
+                      ChatFormatter(tokenizer) if chat else None)  # fmt: skip
     ours = choice_logprobs(tiny, tokenizer, qs, "cpu", batch_size=4, desc="t")
-    results, theirs = _lm_eval_run(tiny, tokenizer, qs, tmp_path / "docs.jsonl")
+    delimiter = "" if chat else " "
+    results, theirs = _lm_eval_run(tiny, tokenizer, qs, tmp_path / "docs.jsonl", delimiter)
     for a, b in zip(ours, theirs, strict=True):
         assert a == pytest.approx(b, abs=2e-4)
     acc = sum(
         max(range(len(lp)), key=lp.__getitem__) == q.answer for q, lp in zip(qs, ours, strict=True)
     )
     norm = [
-        max(range(len(lp)), key=lambda j, lp=lp, q=q: lp[j] / len(q.choices[j][1:])) == q.answer
+        max(range(len(lp)), key=lambda j, lp=lp, q=q: lp[j] / len(q.choices[j].removeprefix(" ")))
+        == q.answer
         for q, lp in zip(qs, ours, strict=True)
     ]
     assert acc / len(qs) == pytest.approx(results["acc,none"])

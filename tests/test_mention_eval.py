@@ -23,7 +23,12 @@ def tiny(tiny_model_dir):
 
 
 def _recipe(tmp_path, **spec):
-    src = {"name": "s", "path": "x.csv", "columns": {"note_id": "id", "text": "text"}, "tasks": ["c"]}
+    src = {
+        "name": "s",
+        "path": "x.csv",
+        "columns": {"note_id": "id", "text": "text"},
+        "tasks": ["c"],
+    }
     data = {"sources": [src], "tasks": {"c": {"type": "cpt"}}}
     r = Recipe.model_validate(
         {"name": "t", "data": data, "evaluate": {"classification": [{"name": "err", **spec}]}}

@@ -457,9 +457,17 @@ class GenerationSpec(Strict):
 class McqSpec(Strict):
     name: str
     path: str
-    format: Literal["mmlu_csv", "pubmedqa_json", "medmcqa_jsonl"]
+    format: Literal["mmlu_csv", "pubmedqa_json", "medmcqa_jsonl", "medqa_jsonl"]
     n: int | None = Field(default=None, ge=1)
     """Seeded random sample of n questions (benchmark files are often sorted by answer)."""
+    num_fewshot: int = Field(default=0, ge=0)
+    """Solved examples before each question (lm-eval style: "<question> <answer>" blocks)."""
+    fewshot_path: str | None = None
+    """Where the examples come from (same format; e.g. MMLU's ``dev`` file). Default: other
+    questions of ``path`` (never the question itself), seeded per question."""
+    chat_template: bool = False
+    """Send the prompt as a user turn through the model's chat template; answers are then
+    scored right after the assistant prefix, without the leading space."""
     batch_size: int = Field(default=8, ge=1)
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clinitune.data.pack import ChatFormatter
 from clinitune.errors import DataError
 from clinitune.evaluate.registry import EvalContext, LoadedModel, register
 from clinitune.progress import track
@@ -36,9 +37,14 @@ LETTERS = "ABCD"
 @dataclass(frozen=True)
 class Question:
     qid: str
-    context: str
+    context: str  # the question as prompted, ending with "Answer:"
     choices: tuple[str, ...]  # continuations, each starting with a space
     answer: int
+    description: str = ""  # a header before the few-shot examples (MMLU's subject line)
+
+    @property
+    def prompt(self) -> str:
+        return self.description + self.context
 
 
 def _text(path: Path) -> str:
@@ -59,16 +65,13 @@ def _mmlu(path: Path) -> list[Question]:
             if ans.strip() not in tuple(LETTERS):
                 raise DataError(f"{path}: row {i}: answer {ans.strip()!r} is not one of A-D")
             subj = subject.replace("_", " ")
-            ctx = (
-                f"The following are multiple choice questions (with answers) about {subj}.\n\n"
-                f"{q.strip()}\nA. {a}\nB. {b}\nC. {c}\nD. {d}\nAnswer:"
-            )
             out.append(
                 Question(
                     f"{subject}-{i}",
-                    ctx,
+                    f"{q.strip()}\nA. {a}\nB. {b}\nC. {c}\nD. {d}\nAnswer:",
                     tuple(f" {x}" for x in LETTERS),
                     LETTERS.index(ans.strip()),
+                    f"The following are multiple choice questions (with answers) about {subj}.\n\n",
                 )
             )
     return out
@@ -132,16 +135,99 @@ def _medmcqa(path: Path) -> list[Question]:
     return out
 
 
-LOADERS = {"mmlu_csv": _mmlu, "pubmedqa_json": _pubmedqa, "medmcqa_jsonl": _medmcqa}
+def _medqa(path: Path) -> list[Question]:
+    """MedQA (USMLE) JSONL as released (``data_clean/questions/US/4_options/*.jsonl``):
+    ``question``, ``options`` {letter: text}, ``answer_idx`` (a letter), optional ``answer``
+    (its text, checked). Prompt as lm-eval's ``medqa_4options``."""
+    out = []
+    for i, line in enumerate(_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError:
+            raise DataError(f"{path}: line {i}: invalid JSON") from None
+        if not isinstance(d, dict):
+            raise DataError(f"{path}: line {i}: expected a JSON object")
+        for field in ("question", "options", "answer_idx"):
+            if d.get(field) in (None, ""):
+                raise DataError(f"{path}: line {i}: missing field {field!r}")
+        opts = d["options"]
+        if (
+            not isinstance(opts, dict)
+            or len(opts) < 2
+            or not all(
+                isinstance(k, str) and len(k) == 1 and isinstance(v, str) for k, v in opts.items()
+            )
+        ):
+            raise DataError(f"{path}: line {i}: options must map letters to texts")
+        letters = sorted(opts)
+        key = str(d["answer_idx"]).strip()
+        if key not in opts:
+            raise DataError(
+                f"{path}: line {i}: answer_idx {key!r} is not one of the options {letters}"
+            )
+        if "answer" in d and str(d["answer"]).strip() != opts[key].strip():
+            raise DataError(f"{path}: line {i}: answer text differs from options[{key!r}]")
+        body = "".join(f"{k}. {opts[k]}\n" for k in letters)
+        ctx = f"Question: {str(d['question']).strip()}\n{body}Answer:"
+        out.append(Question(str(d.get("id", i)), ctx, tuple(f" {k}" for k in letters),
+                            letters.index(key)))  # fmt: skip
+    return out
 
 
-def load_questions(spec: McqSpec, path: Path, seed: int) -> list[Question]:
+LOADERS = {
+    "mmlu_csv": _mmlu,
+    "pubmedqa_json": _pubmedqa,
+    "medmcqa_jsonl": _medmcqa,
+    "medqa_jsonl": _medqa,
+}
+
+
+def _load(spec: McqSpec, path: Path) -> list[Question]:
     qs = LOADERS[spec.format](path)
     if not qs:
         raise DataError(f"{path}: no questions")
+    return qs
+
+
+def load_questions(spec: McqSpec, path: Path, seed: int) -> list[Question]:
+    qs = _load(spec, path)
     if spec.n is not None and spec.n < len(qs):
         qs = random.Random(f"{seed}:{spec.name}").sample(qs, spec.n)
     return qs
+
+
+def with_prompts(
+    spec: McqSpec,
+    qs: list[Question],
+    pool: list[Question],
+    seed: int,
+    fmt: ChatFormatter | None = None,
+) -> list[Question]:
+    """The questions as scored: description, ``num_fewshot`` solved examples from ``pool``
+    (seeded per question, never the question itself; "<question> <answer>" blocks separated
+    by blank lines, as lm-eval formats them), then the question. With ``fmt`` the whole prompt
+    is one user turn of the chat template and the choices lose their leading space."""
+    out = []
+    for q in qs:
+        shots = ""
+        if spec.num_fewshot:
+            others = [x for x in pool if x.qid != q.qid or x.context != q.context]
+            if len(others) < spec.num_fewshot:
+                raise DataError(
+                    f"{spec.name}: {spec.num_fewshot} few-shot examples asked, "
+                    f"{len(others)} available"
+                )
+            ex = random.Random(f"{seed}:{spec.name}:{q.qid}").sample(others, spec.num_fewshot)
+            shots = "".join(f"{e.context}{e.choices[e.answer]}\n\n" for e in ex)
+        prompt = q.description + shots + q.context
+        choices = q.choices
+        if fmt is not None:
+            prompt = fmt.prompt_text({"instruction": prompt, "input": ""})
+            choices = tuple(c.removeprefix(" ") for c in q.choices)
+        out.append(Question(q.qid, prompt, choices, q.answer))
+    return out
 
 
 def encode_pair(tok: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -252,10 +338,18 @@ def score_continuations(
 
 @register("mcq")
 def mcq(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
+    recipe = ctx.recipe
     results: dict[str, Any] = {}
-    for spec in ctx.recipe.evaluate.mcq:
-        path = ctx.recipe.resolve_path(spec.path)
-        qs = load_questions(spec, path, ctx.recipe.seed)
+    for spec in recipe.evaluate.mcq:
+        path = recipe.resolve_path(spec.path)
+        qs = load_questions(spec, path, recipe.seed)
+        pool = _load(spec, recipe.resolve_path(spec.fewshot_path)) if spec.fewshot_path else None
+        fmt = None
+        if spec.chat_template:
+            fmt = ChatFormatter(
+                m.tokenizer, recipe.model.system_prompt, recipe.model.chat_template_kwargs
+            )
+        qs = with_prompts(spec, qs, pool or _load(spec, path), recipe.seed, fmt)
         lps = choice_logprobs(
             m.model, m.tokenizer, qs, ctx.device, spec.batch_size, f"{spec.name} [{m.label}]"
         )
@@ -263,7 +357,7 @@ def mcq(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
         for q, lp in zip(qs, lps, strict=True):
             pred = max(range(len(lp)), key=lambda j: lp[j])
             # lm-eval's acc_norm: per character of the choice text (without the " " delimiter)
-            norm = [x / len(c[1:]) for x, c in zip(lp, q.choices, strict=True)]
+            norm = [x / len(c.removeprefix(" ")) for x, c in zip(lp, q.choices, strict=True)]
             pred_n = max(range(len(norm)), key=lambda j: norm[j])
             correct += pred == q.answer
             correct_norm += pred_n == q.answer
@@ -277,6 +371,8 @@ def mcq(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
             "n": len(qs),
             "chance": chance,
             "format": spec.format,
+            "num_fewshot": spec.num_fewshot,
+            "chat_template": spec.chat_template,
             "per_example": per,
         }
     return results

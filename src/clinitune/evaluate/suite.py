@@ -67,6 +67,9 @@ def evaluate(recipe: Recipe, layout: RunLayout, *, force: bool = False) -> EvalR
         "max_seq_len": recipe.data.max_seq_len,
     }
     bench = {m.name: sha256_file(recipe.resolve_path(m.path)) for m in recipe.evaluate.mcq}
+    for m in recipe.evaluate.mcq:
+        if m.fewshot_path:
+            bench[f"{m.name}:fewshot"] = sha256_file(recipe.resolve_path(m.fewshot_path))
     for c in recipe.evaluate.classification:
         if c.path is not None:
             bench[f"classification:{c.name}"] = sha256_file(recipe.resolve_path(c.path))
