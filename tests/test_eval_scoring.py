@@ -158,3 +158,36 @@ def test_fewshot_prompt_has_solved_examples_and_never_the_question(tokenizer):
                         ChatFormatter(tokenizer))  # fmt: skip
     assert chat[0].choices == ("A", "B", "C", "D")
     assert "<|im_start|>user" in chat[0].context and chat[0].context.endswith("assistant\n")
+
+
+@pytest.mark.parametrize("window,stride", [(8, 4), (8, 8), (16, 5), (64, 32)])
+def test_sliding_window_scores_every_token_once_with_context(tiny, window, stride):
+    """Windows equal a naive loop: each token after the first is scored once, conditioned on
+    the window's tokens before it; a document that fits the window is one plain forward."""
+    from clinitune.evaluate.heldout import nll_per_example
+    from clinitune.evaluate.perplexity import windows
+
+    g = torch.Generator().manual_seed(window + stride)
+    ids = torch.randint(5, 1000, (37,), generator=g).tolist()
+    rows = windows(ids, window, stride)
+    scored = [t for r in rows for t, lab in zip(r["input_ids"], r["labels"], strict=True)
+              if lab != -100]  # fmt: skip
+    assert scored == ids[1:] and all(len(r["input_ids"]) <= window for r in rows)
+    nll = nll_per_example(tiny, rows, "cpu", "t")
+    assert sum(n for _, n in nll) == len(ids) - 1  # every labelled token has context
+    got = sum(s for s, _ in nll)
+    # naive: token t is predicted from the window that scores it
+    want, prev_end, begin = 0.0, 1, 0
+    while prev_end < len(ids):
+        end = min(begin + window, len(ids))
+        with torch.inference_mode():
+            lp = torch.log_softmax(tiny(input_ids=torch.tensor([ids[begin:end]])).logits[0], -1)
+        for t in range(prev_end, end):
+            want -= float(lp[t - begin - 1, ids[t]])
+        prev_end = end
+        begin = min(begin + stride, prev_end - 1)
+    assert got == pytest.approx(want, rel=1e-4)
+    if window >= len(ids):
+        assert len(rows) == 1
+        s, n = _naive_nll(tiny, ids, ids)
+        assert got == pytest.approx(s, rel=1e-4) and n == len(ids) - 1

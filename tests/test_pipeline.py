@@ -140,6 +140,15 @@ def test_end_to_end_cli_run_tiny_model(tmp_path, tiny_model_dir):
     # second run: every stage up to date
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0 and res.output.count("up to date") >= 3, res.output
+    # evaluate --baseline final: the tuned model becomes the reference of the comparisons
+    ev = ["evaluate", *args[1:], "--baseline", "final"]
+    res = CliRunner().invoke(app, ev)
+    assert res.exit_code == 0, res.output
+    m = json.loads(layout.metrics.read_text())
+    assert m["baseline"] == "final" and list(m["comparisons"]) == ["base"]
+    assert m["comparisons"]["base"]["held_out_loss"]["diff"] > 0  # base is worse
+    res = CliRunner().invoke(app, ["evaluate", *args[1:], "--models", "base,nosuchstage"])
+    assert res.exit_code != 0 and "nosuchstage" in res.output
 
 
 TOY = {
@@ -163,6 +172,7 @@ def test_paper_recipes_run_at_toy_scale_on_embedded_model(tmp_path, name, smollm
         *TOY[name],
         "data.max_seq_len=384",
         "evaluate.held_out.max_examples=1",
+        "evaluate.perplexity.max_examples=1",
         "evaluate.generation.max_examples=1",
         "evaluate.generation.max_new_tokens=4",
         "evaluate.generation.batch_size=2",
@@ -177,7 +187,10 @@ def test_paper_recipes_run_at_toy_scale_on_embedded_model(tmp_path, name, smollm
     m = json.loads((tmp_path / name / "eval" / "metrics.json").read_text())
     r = load_recipe(name)
     assert list(m["models"]) == r.evaluate.models
-    if name == "heal_soap":
+    if name == "heal_soap":  # CPT documents in the test split: sliding-window perplexity
+        ppl = m["models"]["final"]["perplexity"]
+        assert ppl["documents"] == len(ppl["by_task"]) and 1 < ppl["perplexity"] < 1e6
+        assert "perplexity_loss" in m["comparisons"]["final"]
         prep = json.loads((tmp_path / name / "prepared" / "manifest.json").read_text())
         assert set(prep["mix"]) == {"general_cpt", "literature_cpt", "dialogue_cpt", "notes_cpt"}
         after = {t: v["tokens_after"] for t, v in prep["mix"].items()}

@@ -8,6 +8,7 @@ one-line message, no traceback.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
 import time
@@ -280,9 +281,36 @@ def evaluate(
     model: ModelOpt = None,
     seed: SeedOpt = None,
     force: ForceOpt = False,
+    models: Annotated[
+        str | None,
+        typer.Option(
+            "--models",
+            help="Comma-separated models to evaluate, the first is the baseline: base, final, "
+            "a stage name or a model directory (recipe: evaluate.models).",
+        ),
+    ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            "--baseline",
+            help="The model every other is compared with, put first in evaluate.models "
+            "(base, final, a stage or a directory).",
+        ),
+    ] = None,
 ) -> None:
-    """Evaluate evaluate.models (base vs tuned by default): held-out loss, ROUGE, benchmarks."""
-    r, layout = _load(recipe, set_, run_dir, model, seed)
+    """Evaluate evaluate.models (base vs tuned by default): held-out loss, perplexity, ROUGE,
+    benchmarks, yes/no classification; each model compared with the first (the baseline)."""
+    sets = list(set_ or [])
+    if models is not None or baseline is not None:
+        from clinitune.recipe import load_recipe
+
+        names = [x.strip() for x in models.split(",") if x.strip()] if models else None
+        if names is None:
+            names = list(load_recipe(recipe, sets).evaluate.models)
+        if baseline is not None:
+            names = [baseline] + [x for x in names if x != baseline]
+        sets.append("evaluate.models=" + json.dumps(names))
+    r, layout = _load(recipe, sets, run_dir, model, seed)
     _summary(_evaluate(r, layout, force))
 
 

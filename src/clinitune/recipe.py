@@ -444,6 +444,24 @@ class HeldOutSpec(Strict):
     max_examples: int | None = Field(default=64, ge=1)
 
 
+class PerplexitySpec(Strict):
+    """Perplexity of whole held-out documents (the ``cpt`` records of ``split``: notes,
+    dialogues, literature), token-weighted, with a sliding window: a document longer than
+    ``window`` is scored in windows that advance by ``stride`` tokens, each token once, with up
+    to ``window - stride`` tokens of context (the Hugging Face perplexity recipe). Unlike the
+    held-out loss on training-length chunks, no token is scored without its context."""
+
+    enabled: bool = True
+    split: Literal["valid", "test"] = "test"
+    tasks: list[str] | None = None
+    max_examples: int | None = Field(default=64, ge=1)
+    """Per task; a seeded random sample."""
+    window: int | None = Field(default=None, ge=8)
+    """Default ``data.max_seq_len``."""
+    stride: int | None = Field(default=None, ge=1)
+    """Default half the window."""
+
+
 class GenerationSpec(Strict):
     enabled: bool = True
     split: Literal["valid", "test"] = "test"
@@ -518,13 +536,32 @@ class ClassifySpec(Strict):
         return self
 
 
+class DiagnosisEvalSpec(Strict):
+    """Assigned-diagnosis prediction: the model names the diagnosis (or its ``top_k`` most
+    likely) for each presentation of a prepared ``diagnosis`` task; scored against the assigned
+    ICD-10-CM code (exact, and category = first three characters) and description (normalized
+    exact, or fuzzy similarity >= ``similarity``), top-1 and top-k. A predicted description
+    without a code is mapped to a code through the ICD-10-CM index when it names an entry."""
+
+    name: str
+    task: str
+    split: Literal["valid", "test"] = "test"
+    n: int | None = Field(default=None, ge=1)
+    top_k: int = Field(default=1, ge=1, le=20)
+    similarity: float = Field(default=0.85, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(default=64, ge=1)
+    batch_size: int = Field(default=8, ge=1)
+
+
 class EvaluateSpec(Strict):
     models: list[str] = Field(default_factory=lambda: ["base", "final"], min_length=1)
     """``base`` (the recipe model), ``final`` (the last train stage), a stage name, or a path."""
     held_out: HeldOutSpec = Field(default_factory=HeldOutSpec)
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    perplexity: PerplexitySpec = Field(default_factory=PerplexitySpec)
     mcq: list[McqSpec] = Field(default_factory=list)
     classification: list[ClassifySpec] = Field(default_factory=list)
+    diagnosis: list[DiagnosisEvalSpec] = Field(default_factory=list)
 
 
 class ReportSpec(Strict):
@@ -569,7 +606,7 @@ class Recipe(Strict):
                     raise ValueError(
                         f"train.{i}: a {st.kind!r} stage cannot train on {kind!r} task {t!r}"
                     )
-        for key in ("held_out", "generation"):
+        for key in ("held_out", "generation", "perplexity"):
             tasks = getattr(self.evaluate, key).tasks or []
             for t in tasks:
                 if t not in self.data.tasks:
@@ -582,6 +619,13 @@ class Recipe(Strict):
                         f"evaluate.classification {c.name!r}: task {c.task!r} is not a mention "
                         "task of data.tasks"
                     )
+        for d in self.evaluate.diagnosis:
+            spec = self.data.tasks.get(d.task)
+            if spec is None or spec.type != "diagnosis":
+                raise ValueError(
+                    f"evaluate.diagnosis {d.name!r}: task {d.task!r} is not a diagnosis task of "
+                    "data.tasks"
+                )
         for m in self.evaluate.models:
             if m not in {"base", "final", *names} and "/" not in m and not m.startswith("."):
                 raise ValueError(f"evaluate.models: {m!r} is not base, final, a stage or a path")

@@ -17,7 +17,15 @@ from typing import Any
 from clinitune.errors import StageError
 
 # Import evaluation modules so they register themselves.
-from clinitune.evaluate import heldout, mcq, mention, rouge  # noqa: F401
+from clinitune.evaluate import (  # noqa: F401
+    diagnosis,
+    heldout,
+    mcq,
+    mention,
+    perplexity,
+    rouge,
+    rubric,
+)
 from clinitune.evaluate.registry import EVALUATIONS, EvalContext, LoadedModel
 from clinitune.evaluate.stats import mcnemar_exact, paired_bootstrap_mean, paired_bootstrap_ratio
 from clinitune.generate import generate_for_model, resolve_eval_models
@@ -47,11 +55,15 @@ def enabled_evaluations(recipe: Recipe) -> list[str]:
     if ev.held_out.enabled:
         names.append("held_out")
     if ev.generation.enabled:
-        names.append("rouge")
+        names += ["rouge", "rubric"]
+    if ev.perplexity.enabled:
+        names.append("perplexity")
     if ev.mcq:
         names.append("mcq")
     if ev.classification:
         names.append("classification")
+    if ev.diagnosis:
+        names.append("diagnosis")
     return names
 
 
@@ -161,6 +173,15 @@ def compare(base: dict[str, Any], other: dict[str, Any], seed: int) -> dict[str,
             [x["tokens"] for x in b],
             seed=seed,
         )
+    if base.get("perplexity") and other.get("perplexity"):
+        a, b = base["perplexity"], other["perplexity"]
+        out["perplexity_loss"] = paired_bootstrap_ratio(
+            [x["nll"] for x in a],
+            [x["tokens"] for x in a],
+            [x["nll"] for x in b],
+            [x["tokens"] for x in b],
+            seed=seed,
+        )
     if "rouge" in base and "rouge" in other:
         a = {(x["task"], x["source"], x["note_id"]): x for x in base["rouge"]}
         b = {(x["task"], x["source"], x["note_id"]): x for x in other["rouge"]}
@@ -171,6 +192,17 @@ def compare(base: dict[str, Any], other: dict[str, Any], seed: int) -> dict[str,
                     [a[i][k] for i in keys], [b[i][k] for i in keys], seed=seed
                 )
                 for k in ("rouge1", "rouge2", "rougeLsum")
+            }
+    if "rubric" in base and "rubric" in other:
+        a = {(x["task"], x["source"], x["note_id"]): x for x in base["rubric"]}
+        b = {(x["task"], x["source"], x["note_id"]): x for x in other["rubric"]}
+        keys = sorted(set(a) & set(b))
+        if keys:
+            out["rubric"] = {
+                k: paired_bootstrap_mean(
+                    [a[i][k] for i in keys], [b[i][k] for i in keys], seed=seed
+                )
+                for k in ("missed_rate", "incorrect_rate", "irrelevant_rate")
             }
     if "mcq" in base and "mcq" in other:
         out["mcq"] = {}
@@ -197,4 +229,20 @@ def compare(base: dict[str, Any], other: dict[str, Any], seed: int) -> dict[str,
                 for method in ("choice", "choice_calibrated", "generate")
                 if keys and method in a[keys[0]] and method in b[keys[0]]
             }
+    if "diagnosis" in base and "diagnosis" in other:
+        out["diagnosis"] = {}
+        for name, exs in base["diagnosis"].items():
+            if name not in other["diagnosis"]:
+                continue
+            a = {x["id"]: x for x in exs}
+            b = {x["id"]: x for x in other["diagnosis"][name]}
+            res = {}
+            for crit in (f"{at}_{c}" for at in ("top1", "topk")
+                         for c in ("code_exact", "code_category", "description")):  # fmt: skip
+                keys = sorted(k for k in set(a) & set(b) if a[k][crit] is not None)
+                if keys:
+                    res[crit] = mcnemar_exact(
+                        [a[k][crit] for k in keys], [b[k][crit] for k in keys]
+                    )
+            out["diagnosis"][name] = res
     return out

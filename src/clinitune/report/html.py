@@ -138,6 +138,18 @@ def comparison_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
         add("held-out perplexity", lambda d: d["held_out"]["perplexity"], "lower")
         for t in mb["held_out"]["by_task"]:
             add(f"held-out loss · {t}", lambda d, t=t: d["held_out"]["by_task"][t]["loss"], "lower")
+    if mb.get("perplexity", {}).get("perplexity") is not None:
+        pp = mb["perplexity"]
+        add(
+            f"document NLL/token, sliding window {pp['window']}/{pp['stride']} "
+            f"({pp['documents']} docs)",
+            lambda d: d["perplexity"]["loss"],
+            "lower",
+            lambda c: c["perplexity_loss"],
+        )
+        add(
+            "document perplexity (sliding window)", lambda d: d["perplexity"]["perplexity"], "lower"
+        )
     if "rouge" in mb:
         for k, label in (
             ("rouge1", "ROUGE-1"),
@@ -157,6 +169,15 @@ def comparison_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
                 f"stopped by EOS · {t}",
                 lambda d, t=t: d["rouge"]["by_task"][t]["stopped_rate"],
                 "higher",
+            )
+    if mb.get("rubric", {}).get("examples"):
+        for k, label in (("missed_rate", "missed"), ("incorrect_rate", "incorrect"),
+                         ("irrelevant_rate", "irrelevant")):  # fmt: skip
+            add(
+                f"rubric: {label} information, share of concepts (concept-level, no judge)",
+                lambda d, k=k: d["rubric"][f"mean_{k}"],
+                "lower",
+                lambda c, k=k: c["rubric"][k],
             )
     for name in mb.get("mcq", {}):
         add(
@@ -184,6 +205,19 @@ def comparison_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
                         lambda d, n=name, k=method, key=key: d["classification"][n][k][key],
                         "higher",
                     )
+    for name, res in mb.get("diagnosis", {}).items():
+        for crit, label in (("code_exact", "exact code"), ("code_category", "code category"),
+                            ("description", "description")):  # fmt: skip
+            for at in ("top1", "topk"):
+                if res.get(f"{at}_{crit}") is None or (at == "topk" and res["top_k"] == 1):
+                    continue
+                k = 1 if at == "top1" else res["top_k"]
+                add(
+                    f"{name} · diagnosis {label}, top-{k} (n={res[f'{at}_{crit}_n']})",
+                    lambda d, n=name, key=f"{at}_{crit}": d["diagnosis"][n][key],
+                    "higher",
+                    lambda c, n=name, key=f"{at}_{crit}": c["diagnosis"][n][key],
+                )
     return rows
 
 

@@ -1,0 +1,159 @@
+"""HEAL's note rubric -- missed, incorrect and irrelevant information -- automated.
+
+HEAL's physicians counted, per generated note: information of the reference the note *missed*,
+*incorrect* information (not supported by, or contradicting, the encounter), and *irrelevant*
+information (true to the encounter but not in the reference). Without a judge model this module
+computes the **concept-level** version (the issue's fallback, labelled as such in the report):
+
+- a *concept* is a content word (stop words removed, light plural stemming) or a number with
+  its unit ("5 mg" -> ``5mg``), marked ``no:`` inside a negation scope ("denies chest pain" ->
+  ``no:chest``, ``no:pain``), so a flipped negation, laterality or dose is a different concept;
+  questions ("Any fever?") assert nothing and are skipped;
+- missed     = reference concepts absent from the output          (rate: / reference concepts)
+- incorrect  = output concepts in neither the source nor reference (rate: / output concepts)
+- irrelevant = output concepts in the source but not the reference (rate: / output concepts)
+
+It is lexical: a paraphrase counts as missed + incorrect, and a contradiction is caught only
+when it changes a word, number or negation. ``benchmarks/rubric_validation.py`` measures how
+well it tracks the human fact-level scores of MTS-Dialog's correlation study (Spearman) and how
+it responds to perturbations (drop a medication, flip a laterality, change a dose).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from clinitune.errors import StageError
+from clinitune.evaluate.registry import EvalContext, LoadedModel, register
+from clinitune.generate import read_generations
+
+# scikit-learn's English stop words, minus words that carry clinical meaning here
+_KEEP = {"no", "not", "nor", "none", "never", "without", "left", "right", "first", "last",
+         "front", "back", "side", "bottom", "top", "full", "empty", "ill", "well"}  # fmt: skip
+_NEG = re.compile(
+    r"^(?:no|not|denies|denied|deny|without|negative|nor|never|none|absent|free)$", re.I
+)
+_NEG_END = re.compile(r"^(?:but|however|although|except|and|which|who|with)$", re.I)
+_UNITS = r"(?:mg|mcg|g|kg|ml|l|mmhg|bpm|%|cm|mm|units?|iu|meq|mmol|days?|weeks?|months?|years?|hours?|times?|tabs?|tablets?|puffs?)"  # noqa: E501
+_TOKEN = re.compile(rf"\d+(?:\.\d+)?\s*{_UNITS}\b|\d+(?:\.\d+)?|[a-z][a-z'-]*|[.;:!?\n]", re.I)
+_SCOPE = 5  # tokens a negation cue covers (NegEx-style window), cut at punctuation
+
+
+def _stop_words() -> frozenset[str]:
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return frozenset(ENGLISH_STOP_WORDS) - _KEEP
+
+
+_STOP = _stop_words()
+
+
+def _stem(w: str) -> str:
+    if len(w) > 4 and w.endswith("ies"):
+        return w[:-3] + "y"
+    if len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is")):
+        return w[:-1]
+    return w
+
+
+def concepts(text: str) -> set[str]:
+    """The text's concepts (see the module docstring). Questions assert nothing ("Any fever?"
+    in a dialogue is not evidence of fever): sentences ending with "?" are left out."""
+    out: set[str] = set()
+    sent: set[str] = set()  # concepts of the current sentence
+    neg_left = 0
+    for m in _TOKEN.finditer(text or ""):
+        tok = m.group(0).lower()
+        if tok in ".;:!?\n":
+            if tok != "?":
+                out |= sent
+            sent = set()
+            neg_left = 0
+            continue
+        if _NEG.match(tok):
+            neg_left = _SCOPE
+            continue
+        if _NEG_END.match(tok):
+            neg_left = 0
+        if tok[0].isdigit():
+            c = re.sub(r"\s+", "", tok)
+        else:
+            tok = tok.strip("'-")
+            c = _stem(tok)
+            if len(tok) < 2 or tok in _STOP or c in _STOP:
+                if neg_left:
+                    neg_left -= 1
+                continue
+        if neg_left:
+            sent.add("no:" + c)
+            neg_left -= 1
+        else:
+            sent.add(c)
+    return out | sent
+
+
+def rubric(source: str, reference: str, output: str) -> dict[str, float | int]:
+    """Missed / incorrect / irrelevant concept counts and rates for one note."""
+    src, ref, out = concepts(source), concepts(reference), concepts(output)
+    missed = ref - out
+    incorrect = out - src - ref
+    irrelevant = (out & src) - ref
+    return {
+        "reference_concepts": len(ref),
+        "output_concepts": len(out),
+        "missed": len(missed),
+        "incorrect": len(incorrect),
+        "irrelevant": len(irrelevant),
+        "missed_rate": len(missed) / len(ref) if ref else 0.0,
+        "incorrect_rate": len(incorrect) / len(out) if out else 0.0,
+        "irrelevant_rate": len(irrelevant) / len(out) if out else 0.0,
+    }
+
+
+KEYS = ("missed", "incorrect", "irrelevant", "missed_rate", "incorrect_rate", "irrelevant_rate")
+
+
+def summarize(rows: Iterable[dict[str, Any]]) -> dict[str, float]:
+    rows = list(rows)
+    return {f"mean_{k}": sum(r[k] for r in rows) / len(rows) for k in KEYS} if rows else {}
+
+
+@register("rubric", needs_model=False)
+def rubric_eval(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
+    from clinitune.data.prepare import read_records
+
+    path = ctx.layout.generations / f"{m.label}.jsonl"
+    if not path.exists():
+        raise StageError(f"{path} not found: run `clinitune generate` first")
+    gens = read_generations(path)
+    split = ctx.recipe.evaluate.generation.split
+    src = {
+        (r["task"], r["source"], r["note_id"]): r for r in read_records(ctx.layout.prepared, split)
+    }
+    per = []
+    for g in gens:
+        r = src.get((g["task"], g["source"], g["note_id"]))
+        if r is None:
+            raise StageError(
+                f"{path}: generation for {g['task']}/{g['note_id']} has no record in the "
+                f"prepared {split} split (prepare changed after generate? rerun generate)"
+            )
+        source = r.get("input") or ""
+        per.append({"task": g["task"], "source": g["source"], "note_id": g["note_id"],
+                    **rubric(source, g["reference"], g["prediction"])})  # fmt: skip
+    by_task = {
+        t: {
+            **summarize(x for x in per if x["task"] == t),
+            "examples": sum(x["task"] == t for x in per),
+        }
+        for t in sorted({x["task"] for x in per})
+    }
+    return {
+        "method": "concept-level (no judge model configured): lexical concepts with negation",
+        **summarize(per),
+        "examples": len(per),
+        "by_task": by_task,
+        "per_example": per,
+    }
