@@ -46,17 +46,24 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def correlation_study(study: Path) -> dict:
+def correlation_study(study: Path, judge=None, limit: int | None = None) -> dict:
+    """``judge``: a :class:`clinitune.evaluate.judge.Judge` to score by claims instead of
+    concepts (``--judge-url``); ``limit``: the first rows only (a judge is slow)."""
     from rouge_score import rouge_scorer
+
+    from clinitune.evaluate.judge import judged_rubric
 
     sums = read_csv(study / "MTS-Dialog-Automatic-Summaries-ValidationSet.csv")
     human = read_csv(study / "MTS-Dialog-Manual-Scores4CorrelationStudy.csv")
     if len(sums) != len(human):
         raise SystemExit(f"row counts differ: {len(sums)} summaries vs {len(human)} scores")
     scorer = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=True)
+    if limit:
+        sums, human = sums[:limit], human[:limit]
     ours, rouge, gold = [], [], []
-    for s, h in zip(sums, human, strict=True):
-        ours.append(rubric(s["Dialogue"], s["Reference Summary"], s["Automatic Summary"]))
+    for i, (s, h) in enumerate(zip(sums, human, strict=True)):
+        args3 = (s["Dialogue"], s["Reference Summary"], s["Automatic Summary"])
+        ours.append(judged_rubric(judge, *args3, f"row {i}") if judge else rubric(*args3))
         r = scorer.score(s["Reference Summary"], s["Automatic Summary"])["rouge1"]
         rouge.append({"recall": r.recall, "precision": r.precision})
         gold.append({k: float(v) for k, v in h.items() if v.strip()})
@@ -160,9 +167,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--study", default=str(STUDY))
     ap.add_argument("--out", default=None)
+    ap.add_argument("--judge-url", help="OpenAI-compatible endpoint: score by claims")
+    ap.add_argument("--judge-model", default="default")
+    ap.add_argument("--limit", type=int, default=None, help="first N rows only")
     args = ap.parse_args()
     study = Path(args.study)
-    res = {"correlation": correlation_study(study), "perturbations": perturbations(study)}
+    judge = None
+    if args.judge_url:
+        from clinitune.evaluate.judge import Judge
+        from clinitune.recipe import JudgeSpec
+
+        judge = Judge(JudgeSpec(kind="openai", model=args.judge_model, url=args.judge_url))
+    res = {
+        "method": "judge" if judge else "concepts",
+        "correlation": correlation_study(study, judge, args.limit),
+        "perturbations": perturbations(study),
+    }
     c = res["correlation"]
     print(f"MTS-Dialog correlation study, {c['rows']} system summaries (Spearman rho, p):")
     for k, v in c.items():

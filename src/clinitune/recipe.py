@@ -553,6 +553,41 @@ class DiagnosisEvalSpec(Strict):
     batch_size: int = Field(default=8, ge=1)
 
 
+class JudgeSpec(Strict):
+    """The model that splits notes into atomic claims and checks each one (HEAL's rubric):
+    an OpenAI-compatible chat endpoint (``kind: openai``: vLLM, TGI, llama.cpp server, a
+    hosted API your data agreement allows) or a local Hugging Face model (``kind: local``)."""
+
+    kind: Literal["openai", "local"]
+    model: str
+    """Model name sent to the endpoint, or the local model's path / hub id."""
+    url: str | None = None
+    """Base URL of the endpoint, e.g. http://localhost:8000/v1 (``kind: openai``)."""
+    api_key_env: str | None = None
+    """Environment variable holding the API key (never put the key in the recipe)."""
+    timeout_s: float = Field(default=120.0, gt=0)
+    retries: int = Field(default=3, ge=0)
+    """Extra attempts after a timeout, a 429/5xx answer or malformed JSON, with exponential
+    backoff (``backoff_s``, doubled each time)."""
+    backoff_s: float = Field(default=2.0, ge=0)
+    max_new_tokens: int = Field(default=512, ge=16)
+
+    @model_validator(mode="after")
+    def _url(self) -> JudgeSpec:
+        if self.kind == "openai" and not self.url:
+            raise ValueError("evaluate.rubric.judge: kind openai needs a url")
+        return self
+
+
+class RubricSpec(Strict):
+    """HEAL's rubric (missed / incorrect / irrelevant information) on the generations: with a
+    ``judge`` by atomic claims and entailment, without one at the concept level (labelled so in
+    the report)."""
+
+    enabled: bool = True
+    judge: JudgeSpec | None = None
+
+
 class EvaluateSpec(Strict):
     models: list[str] = Field(default_factory=lambda: ["base", "final"], min_length=1)
     """``base`` (the recipe model), ``final`` (the last train stage), a stage name, or a path."""
@@ -562,6 +597,7 @@ class EvaluateSpec(Strict):
     mcq: list[McqSpec] = Field(default_factory=list)
     classification: list[ClassifySpec] = Field(default_factory=list)
     diagnosis: list[DiagnosisEvalSpec] = Field(default_factory=list)
+    rubric: RubricSpec = Field(default_factory=RubricSpec)
 
 
 class ReportSpec(Strict):

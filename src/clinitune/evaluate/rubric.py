@@ -28,6 +28,7 @@ from typing import Any
 from clinitune.errors import StageError
 from clinitune.evaluate.registry import EvalContext, LoadedModel, register
 from clinitune.generate import read_generations
+from clinitune.progress import track
 
 # scikit-learn's English stop words, minus words that carry clinical meaning here
 _KEEP = {"no", "not", "nor", "none", "never", "without", "left", "right", "first", "last",
@@ -129,11 +130,16 @@ def rubric_eval(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
         raise StageError(f"{path} not found: run `clinitune generate` first")
     gens = read_generations(path)
     split = ctx.recipe.evaluate.generation.split
-    src = {
-        (r["task"], r["source"], r["note_id"]): r for r in read_records(ctx.layout.prepared, split)
-    }
+    recs = read_records(ctx.layout.prepared, split)
+    src = {(r["task"], r["source"], r["note_id"]): r for r in recs}
+    spec = ctx.recipe.evaluate.rubric
+    judge = None
+    if spec.judge is not None:
+        from clinitune.evaluate.judge import Judge, judged_rubric
+
+        judge = Judge(spec.judge, ctx.device)
     per = []
-    for g in gens:
+    for g in track(gens, f"rubric [{m.label}]", unit="note"):
         r = src.get((g["task"], g["source"], g["note_id"]))
         if r is None:
             raise StageError(
@@ -141,8 +147,12 @@ def rubric_eval(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
                 f"prepared {split} split (prepare changed after generate? rerun generate)"
             )
         source = r.get("input") or ""
-        per.append({"task": g["task"], "source": g["source"], "note_id": g["note_id"],
-                    **rubric(source, g["reference"], g["prediction"])})  # fmt: skip
+        if judge is not None:
+            what = f"{m.label}:{g['task']}/{g['note_id']}"
+            counts = judged_rubric(judge, source, g["reference"], g["prediction"], what)
+        else:
+            counts = rubric(source, g["reference"], g["prediction"])
+        per.append({"task": g["task"], "source": g["source"], "note_id": g["note_id"], **counts})
     by_task = {
         t: {
             **summarize(x for x in per if x["task"] == t),
@@ -150,8 +160,16 @@ def rubric_eval(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
         }
         for t in sorted({x["task"] for x in per})
     }
+    if judge is not None:
+        j = spec.judge
+        method = f"atomic claims + entailment by the {j.kind} judge {j.model}"
+        extra = {"judge_calls": judge.calls, "judge_retries": judge.retried}
+    else:
+        method = "concept-level (no judge model configured): lexical concepts with negation"
+        extra = {}
     return {
-        "method": "concept-level (no judge model configured): lexical concepts with negation",
+        "method": method,
+        **extra,
         **summarize(per),
         "examples": len(per),
         "by_task": by_task,

@@ -55,7 +55,9 @@ def enabled_evaluations(recipe: Recipe) -> list[str]:
     if ev.held_out.enabled:
         names.append("held_out")
     if ev.generation.enabled:
-        names += ["rouge", "rubric"]
+        names.append("rouge")
+        if ev.rubric.enabled:
+            names.append("rubric")
     if ev.perplexity.enabled:
         names.append("perplexity")
     if ev.mcq:

@@ -1,0 +1,131 @@
+"""The rubric's judge against a stand-in OpenAI-compatible endpoint (a local HTTP server):
+claims and verdicts, HEAL's counts, retries on malformed JSON / timeouts, clear errors."""
+
+import contextlib
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
+
+import pytest
+
+from clinitune.evaluate.judge import Judge, JudgeError, judged_rubric
+from clinitune.recipe import JudgeSpec
+
+
+class _Handler(BaseHTTPRequestHandler):
+    mode: ClassVar[
+        list[str]
+    ] = []  # per request, consumed in order: ok | bad_json | slow | 400 | 500
+
+    def log_message(self, *a):  # keep test output quiet
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        mode = self.mode.pop(0) if self.mode else "ok"
+        if mode == "slow":
+            time.sleep(0.5)
+        if mode in ("400", "500"):
+            self.send_response(int(mode))
+            self.end_headers()
+            return
+        prompt = body["messages"][0]["content"]
+        content = "Sure! here you go" if mode == "bad_json" else _answer(prompt)
+        out = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        with contextlib.suppress(BrokenPipeError):
+            self.wfile.write(out.encode())
+
+
+def _answer(prompt: str) -> str:
+    """A rule-based 'judge': claims are sentences; a claim is supported when all its words
+    occur in the text, contradicted when it differs only by a number or a side."""
+    if prompt.startswith("Split"):
+        text = prompt.split("TEXT:\n", 1)[1]
+        return "```json\n" + json.dumps([s.strip() for s in text.split(".") if s.strip()]) + "\n```"
+    text = prompt.split("TEXT:\n", 1)[1].split("\n\nCLAIMS:\n")[0].lower()
+    claims = re.findall(r"^\d+\. (.*)$", prompt.split("CLAIMS:\n", 1)[1], re.M)
+    out = []
+    for c in claims:
+        words = re.findall(r"[a-z0-9]+", c.lower())
+        if all(w in text for w in words):
+            out.append("supported")
+        elif all(w in text for w in words if not w.isdigit() and w not in ("left", "right")):
+            out.append("contradicted")
+        else:
+            out.append("not_mentioned")
+    return json.dumps(out)
+
+
+@pytest.fixture()
+def server():
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    _Handler.mode = []
+    yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    srv.shutdown()
+
+
+def _judge(url, **kw):
+    return Judge(JudgeSpec(kind="openai", model="stand-in", url=url, backoff_s=0.0, **kw))
+
+
+SRC = "Left knee pain. Takes ibuprofen 400 mg. Takes metformin 500 mg. Smokes daily"
+REF = "Left knee pain. Takes ibuprofen 400 mg. Takes metformin 500 mg"
+
+
+def test_judged_counts_follow_heal_definitions(server):
+    j = _judge(server)
+    same = judged_rubric(j, SRC, REF, REF, "n1")
+    assert (same["missed"], same["incorrect"], same["irrelevant"]) == (0, 0, 0)
+    assert same["reference_claims"] == 3 and j.calls == 5
+    r = judged_rubric(j, SRC, REF, "Right knee pain. Takes ibuprofen 400 mg. Smokes daily", "n2")
+    # metformin dropped and the side flipped: 2 reference claims unsupported; the flipped
+    # claim is contradicted by the source; "smokes daily" is true but not in the reference
+    assert r["missed"] == 2 and r["incorrect"] == 1 and r["contradicted"] == 1
+    assert r["irrelevant"] == 1 and r["missed_rate"] == pytest.approx(2 / 3)
+
+
+def test_malformed_json_and_5xx_are_retried(server):
+    _Handler.mode = ["bad_json", "500", "ok"]
+    j = _judge(server, retries=2)
+    assert j.claims("A. B", "n1/claims") == ["A", "B"]
+    assert j.calls == 3 and j.retried == 2
+
+
+def test_retries_run_out_with_a_message_naming_the_call(server):
+    _Handler.mode = ["bad_json"] * 3
+    with pytest.raises(
+        JudgeError, match=r"judge call n7/claims: malformed JSON .* after 3 attempts"
+    ):
+        _judge(server, retries=2).claims("A. B", "n7/claims")
+    _Handler.mode = ["slow"] * 2
+    with pytest.raises(JudgeError, match=r"judge call n8/claims: no answer .* after 2 attempts"):
+        _judge(server, retries=1, timeout_s=0.2).claims("A. B", "n8/claims")
+    _Handler.mode = ["400"]
+    with pytest.raises(JudgeError, match="HTTP 400"):
+        _judge(server, retries=3).claims("A", "n9/claims")
+
+
+def test_wrong_number_of_verdicts_is_malformed(server, monkeypatch):
+    j = _judge(server, retries=0)
+    monkeypatch.setattr(j, "_ask_openai", lambda prompt: '["supported"]')
+    with pytest.raises(JudgeError, match="expected a JSON array of 2 verdicts"):
+        j.verdicts(["a", "b"], "text", "n1/check")
+
+
+def test_judge_config_errors():
+    with pytest.raises(ValueError, match="needs a url"):
+        JudgeSpec(kind="openai", model="m")
+    with pytest.raises(JudgeError, match="CLINITUNE_TEST_NO_SUCH_KEY is not set"):
+        Judge(
+            JudgeSpec(
+                kind="openai", model="m", url="http://x", api_key_env="CLINITUNE_TEST_NO_SUCH_KEY"
+            )
+        )
