@@ -127,13 +127,28 @@ def pubmedqa(shared: Path, rng: random.Random) -> None:
             f.write(json.dumps({"pmid": k, "text": text}) + "\n")
 
 
+def medec(shared: Path, rng: random.Random) -> None:
+    """30 texts with an error and 30 without (MEDEC-MS validation): a balanced yes/no set for
+    the classification evaluation and its label-collapse check."""
+    rows = _read_csv(
+        shared / "medec_ms" / "MEDEC-MS-ValidationSet-with-GroundTruth-and-ErrorType.csv"
+    )
+    rows = [r for r in rows if r["Text ID"].strip()]
+    pos = rng.sample([r for r in rows if r["Error Flag"] == "1"], 30)
+    neg = rng.sample([r for r in rows if r["Error Flag"] == "0"], 30)
+    fields = ["Text ID", "Text", "Error Flag", "Error Type"]
+    picked = sorted(pos + neg, key=lambda r: int(r["Text ID"].rsplit("-", 1)[1]))
+    _write_csv(OUT / "medec" / "medec_ms_sample.csv", [{k: r[k] for k in fields} for r in picked],
+               fields)  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
     args = ap.parse_args()
     (OUT / "literature").mkdir(parents=True, exist_ok=True)
     (OUT / "general").mkdir(parents=True, exist_ok=True)
-    for fn in (aci, mts, mmlu, pubmedqa):
+    for fn in (aci, mts, mmlu, pubmedqa, medec):
         fn(args.shared, random.Random(f"{SEED}-{fn.__name__}"))
     print(f"wrote samples under {OUT}")
 

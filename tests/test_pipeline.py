@@ -133,8 +133,13 @@ def test_end_to_end_cli_run_tiny_model(tmp_path, tiny_model_dir):
             c["n"] == 6 and c["prevalence"] == 0.5 and isinstance(c["collapse"]["collapsed"], bool)
         )
     assert "p_value" in m["comparisons"]["final"]["classification"]["arrest"]["choice"]
+    lo, hi = final["ci95"]["held_out.loss"]
+    assert lo <= final["held_out"]["loss"] <= hi
+    lo, hi = final["ci95"]["mcq.mmlu_medical.acc"]
+    assert lo <= final["mcq"]["mmlu_medical"]["acc"] <= hi
     html = layout.report.read_text()
     assert "label collapse" in html and "confusion matrices" in html
+    assert "95% interval" in html and "generated note lengths" in html
     assert "Base vs tuned" in html and "data:image/png;base64" in html
     # notes are PHI: no generated or reference text in the report unless asked for
     ref = json.loads((layout.generations / "base.jsonl").read_text().splitlines()[0])["reference"]
@@ -158,7 +163,13 @@ def test_end_to_end_cli_run_tiny_model(tmp_path, tiny_model_dir):
 
 
 TOY = {
-    "mdm_qwen3_4b": ["train.sft.max_steps=1", "train.sft.batch_size=1", "train.sft.grad_accum=1"],
+    "mdm_qwen3_4b": [
+        "train.sft.max_steps=1",
+        "train.sft.batch_size=1",
+        "train.sft.grad_accum=1",
+        "evaluate.classification.0.n=4",
+        "evaluate.classification.0.max_new_tokens=2",
+    ],
     "heal_soap": [
         "train.cpt.max_steps=1",
         "train.cpt.batch_size=1",
@@ -193,6 +204,9 @@ def test_paper_recipes_run_at_toy_scale_on_embedded_model(tmp_path, name, smollm
     m = json.loads((tmp_path / name / "eval" / "metrics.json").read_text())
     r = load_recipe(name)
     assert list(m["models"]) == r.evaluate.models
+    if name == "mdm_qwen3_4b":
+        med = m["models"]["final"]["classification"]["medec_error"]
+        assert med["n"] == 4 and {"choice", "choice_calibrated", "generate"} <= set(med)
     if name == "heal_soap":  # CPT documents in the test split: sliding-window perplexity
         ppl = m["models"]["final"]["perplexity"]
         assert ppl["documents"] == len(ppl["by_task"]) and 1 < ppl["perplexity"] < 1e6

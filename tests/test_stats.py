@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from clinitune.evaluate.stats import mcnemar_exact, paired_bootstrap_mean, paired_bootstrap_ratio
 
@@ -28,3 +29,17 @@ def test_mcnemar_exact_values():
     assert r["b_only"] == 10 and r["a_only"] == 0
     assert abs(r["p_value"] - 2 * 0.5**10) < 1e-12 and r["significant"]
     assert mcnemar_exact([True, False], [True, False])["p_value"] == 1.0
+
+
+def test_wilson_and_bootstrap_intervals():
+    from clinitune.evaluate.stats import bootstrap_ci, wilson_ci
+
+    lo, hi = wilson_ci(50, 100)
+    assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
+    assert wilson_ci(0, 10)[0] == 0.0 and 0 < wilson_ci(0, 10)[1] < 0.35
+    vals = [0.0, 1.0] * 200
+    lo, hi = bootstrap_ci(vals, seed=0)
+    assert lo < 0.5 < hi and hi - lo < 0.12
+    # token-weighted: sum(num)/sum(den)
+    lo, hi = bootstrap_ci([2.0] * 50, [1.0] * 50, seed=0)
+    assert lo == hi == 2.0

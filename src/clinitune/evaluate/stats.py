@@ -67,3 +67,33 @@ def mcnemar_exact(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> dict[
         "significant": p < 0.05,
         "n": len(correct_a),
     }
+
+
+def bootstrap_ci(
+    num: Sequence[float],
+    den: Sequence[float] | None = None,
+    *,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """95% percentile interval of sum(num)/sum(den) (a mean when ``den`` is None), resampling
+    examples: the interval of one model's metric, drawn as an error bar."""
+    x = np.asarray(num, dtype=float)
+    d = np.ones_like(x) if den is None else np.asarray(den, dtype=float)
+    if len(x) == 0:
+        return (math.nan, math.nan)
+    idx = np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))
+    vals = x[idx].sum(1) / d[idx].sum(1)
+    lo, hi = np.percentile(vals, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def wilson_ci(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval of a proportion k/n (accuracies)."""
+    if n == 0:
+        return (math.nan, math.nan)
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return max(0.0, mid - half), min(1.0, mid + half)

@@ -27,7 +27,13 @@ from clinitune.evaluate import (  # noqa: F401
     rubric,
 )
 from clinitune.evaluate.registry import EVALUATIONS, EvalContext, LoadedModel
-from clinitune.evaluate.stats import mcnemar_exact, paired_bootstrap_mean, paired_bootstrap_ratio
+from clinitune.evaluate.stats import (
+    bootstrap_ci,
+    mcnemar_exact,
+    paired_bootstrap_mean,
+    paired_bootstrap_ratio,
+    wilson_ci,
+)
 from clinitune.generate import generate_for_model, resolve_eval_models
 from clinitune.models import load_model, load_tokenizer, pick_device
 from clinitune.recipe import Recipe
@@ -123,6 +129,8 @@ def evaluate(recipe: Recipe, layout: RunLayout, *, force: bool = False) -> EvalR
         per_example[ref.label] = ex
         del model, loaded
         gc.collect()
+    for label in per_model:
+        per_model[label]["ci95"] = model_cis(per_model[label], per_example[label], recipe.seed)
     metrics = {
         "recipe": recipe.name,
         "models": {r.label: {"path": str(r.path)} | per_model[r.label] for r in refs},
@@ -161,6 +169,29 @@ def _split_per_example(out: dict[str, Any]) -> tuple[dict[str, Any], Any]:
         else:
             summary[k] = v
     return summary, ex
+
+
+def model_cis(res: dict[str, Any], ex: dict[str, Any], seed: int) -> dict[str, list[float]]:
+    """95% intervals of one model's headline metrics (error bars of the report's plot):
+    bootstrap over examples for losses and note scores, Wilson for accuracies."""
+    out: dict[str, list[float]] = {}
+    for key in ("held_out", "perplexity"):
+        if ex.get(key):
+            nll = [x["nll"] for x in ex[key]]
+            out[f"{key}.loss"] = list(bootstrap_ci(nll, [x["tokens"] for x in ex[key]], seed=seed))
+    for k in ("rougeLsum", "concept_f1", "bertscore_f1"):
+        if ex.get("rouge") and k in ex["rouge"][0]:
+            out[f"rouge.{k}"] = list(bootstrap_ci([x[k] for x in ex["rouge"]], seed=seed))
+    for name, r in res.get("mcq", {}).items():
+        out[f"mcq.{name}.acc"] = list(wilson_ci(round(r["acc"] * r["n"]), r["n"]))
+    for name, r in res.get("classification", {}).items():
+        for method in ("choice", "choice_calibrated", "generate"):
+            if method in r:
+                g = r[method]
+                out[f"classification.{name}.{method}.accuracy"] = list(
+                    wilson_ci(round(g["accuracy"] * g["n"]), g["n"])
+                )
+    return out
 
 
 def compare(base: dict[str, Any], other: dict[str, Any], seed: int) -> dict[str, Any]:

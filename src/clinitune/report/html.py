@@ -68,35 +68,92 @@ def loss_plot(stage_logs: dict[str, list[dict[str, Any]]]) -> str | None:
 
 
 def bars_plot(metrics: dict[str, Any]) -> str | None:
+    """One panel per headline metric, a bar per model with its 95% interval (``ci95``:
+    bootstrap over examples, Wilson for accuracies)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     models = list(metrics["models"])
+    ms = [metrics["models"][m] for m in models]
+
+    def get(d: dict[str, Any], path: str) -> Any:
+        for k in path.split("/"):
+            d = d[k]
+        return d
+
+    # (title, value path in a model's metrics, ci95 key)
+    cands = [
+        ("held-out loss (lower is better)", "held_out/loss", "held_out.loss"),
+        ("document NLL/token (lower is better)", "perplexity/loss", "perplexity.loss"),
+        ("ROUGE-Lsum", "rouge/rougeLsum", "rouge.rougeLsum"),
+        ("concept F1", "rouge/concept_f1", "rouge.concept_f1"),
+        ("BERTScore F1", "rouge/bertscore_f1", "rouge.bertscore_f1"),
+    ]
+    cands += [(f"{n} acc", f"mcq/{n}/acc", f"mcq.{n}.acc") for n in ms[0].get("mcq", {})]
+    cands += [
+        (f"{n} accuracy (choice)", f"classification/{n}/choice/accuracy",
+         f"classification.{n}.choice.accuracy")
+        for n, r in ms[0].get("classification", {}).items() if "choice" in r
+    ]  # fmt: skip
     panels = []
-    if all("held_out" in metrics["models"][m] for m in models):
-        panels.append(
-            (
-                "held-out loss (lower is better)",
-                [metrics["models"][m]["held_out"]["loss"] for m in models],
-            )
-        )
-    if all("rouge" in metrics["models"][m] for m in models):
-        panels.append(("ROUGE-Lsum", [metrics["models"][m]["rouge"]["rougeLsum"] for m in models]))
-    mc = metrics["models"][models[0]].get("mcq", {})
-    for name in mc:
-        panels.append((f"{name} acc", [metrics["models"][m]["mcq"][name]["acc"] for m in models]))
+    for title, path, ci_key in cands:
+        try:
+            vals = [float(get(d, path)) for d in ms]
+        except (KeyError, TypeError, ValueError):
+            continue
+        cis = [d.get("ci95", {}).get(ci_key) for d in ms]
+        panels.append((title, vals, cis))
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 2.8))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.0 * len(panels), 2.9))
     axes = [axes] if len(panels) == 1 else list(axes)
-    for ax, (title, vals) in zip(axes, panels, strict=True):
-        ax.bar(models, vals, color=["#9aa5b1", "#2f6fb0", "#3a9a5b", "#c47f2c"][: len(vals)])
+    colors = ["#9aa5b1", "#2f6fb0", "#3a9a5b", "#c47f2c"]
+    for ax, (title, vals, cis) in zip(axes, panels, strict=True):
+        err = None
+        if all(c is not None for c in cis):
+            err = [[v - c[0] for v, c in zip(vals, cis, strict=True)],
+                   [c[1] - v for v, c in zip(vals, cis, strict=True)]]  # fmt: skip
+        ax.bar(models, vals, color=colors[: len(vals)], yerr=err, capsize=4)
         ax.set_title(title, fontsize=9)
         for i, v in enumerate(vals):
-            ax.text(i, v, f"{v:.3g}", ha="center", va="bottom", fontsize=8)
+            ax.text(i, v, f"{v:.3g}", ha="left", va="bottom", fontsize=7)
         ax.grid(axis="y", alpha=0.3)
+        ax.tick_params(axis="x", labelsize=8)
+    fig.tight_layout()
+    return png_base64(fig)
+
+
+def length_plot(layout: RunLayout, models: list[str]) -> str | None:
+    """Distribution of generated note lengths (words) per model, against the references."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[str, list[int]] = {}
+    for m in models:
+        p = layout.generations / f"{m}.jsonl"
+        if not p.exists():
+            continue
+        rows = [json.loads(x) for x in p.read_text(encoding="utf-8").splitlines() if x.strip()]
+        if not rows:
+            continue
+        series.setdefault("reference", [len(r["reference"].split()) for r in rows])
+        series[m] = [len(r["prediction"].split()) for r in rows]
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 2.8))
+    top = max(max(v) for v in series.values()) or 1
+    bins = list(range(0, top + top // 20 + 2, max(1, top // 20)))
+    for name, v in series.items():
+        ax.hist(v, bins=bins, histtype="step", lw=2 if name == "reference" else 1.5, label=name)
+    ax.set_xlabel("words per note")
+    ax.set_ylabel("notes")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
     return png_base64(fig)
 
 
@@ -307,7 +364,12 @@ regression, unmarked = not significant at this sample size.</p>
 {% for v in r.vals %}<td>{{ fmt(v) if v is not none else "—" }}</td>{% endfor %}
 {% for m in others %}{% set c = r.cmp.get(m) %}<td class="{{ cls(c, r.better) }}">{% if c %}{{ fmt(c.diff) }}{% if c.ci_low is defined %} [{{ fmt(c.ci_low) }}, {{ fmt(c.ci_high) }}]{% else %} (p={{ fmt(c.p_value) }}){% endif %}{% else %}—{% endif %}</td>{% endfor %}</tr>
 {% endfor %}</table>
-{% if bars %}<img alt="metrics per model" src="data:image/png;base64,{{ bars }}">{% endif %}
+{% if bars %}<img alt="metrics per model" src="data:image/png;base64,{{ bars }}">
+<p class="muted">Bars: each model's value with its 95% interval (bootstrap over examples; Wilson
+for accuracies). Overlapping bars do not mean "no difference": the Δ column's paired test is
+the comparison.</p>{% endif %}
+{% if len_png %}<img alt="generated note lengths" src="data:image/png;base64,{{ len_png }}">
+<p class="muted">Lengths of the generated notes and of their references (words; no text shown).</p>{% endif %}
 
 {% if cls_rows %}<h2>Yes/no classification and label collapse</h2>
 <p>Choice = log-probability of each answer word (AUROC from its probability); generate = first word
@@ -400,6 +462,7 @@ def write_report(recipe: Recipe, layout: RunLayout) -> Path:
         fmt=_fmt,
         cls=_cls,
         bars=bars_plot(metrics),
+        len_png=length_plot(layout, models),
         cls_rows=classification_rows(metrics),
         scorers=metrics["models"][metrics["baseline"]].get("rouge", {}).get("scorers", {}),
         cm_png=confusion_plot(classification_rows(metrics)),
