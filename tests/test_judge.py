@@ -129,3 +129,13 @@ def test_judge_config_errors():
                 kind="openai", model="m", url="http://x", api_key_env="CLINITUNE_TEST_NO_SUCH_KEY"
             )
         )
+
+
+def test_a_local_judge_that_answers_nonsense_fails_clearly(tiny_model_dir):
+    """kind: local runs a Hugging Face model through its chat template; a (random) model that
+    cannot produce the JSON asked for ends in a clear error, not a partial score."""
+    j = Judge(JudgeSpec(kind="local", model=str(tiny_model_dir), retries=1, backoff_s=0.0,
+                        max_new_tokens=16))  # fmt: skip
+    with pytest.raises(JudgeError, match=r"judge call n1/claims: malformed JSON .* after 2"):
+        j.claims("Left knee pain. Takes ibuprofen.", "n1/claims")
+    assert j.calls == 2
