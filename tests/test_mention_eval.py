@@ -136,3 +136,63 @@ def test_medec_validation_file_loads(shared_data):
     rows = _read_file(spec, path)
     assert len(rows) == 574 and sum(y for _, _, y in rows) == 319  # SOURCE.md's counts
     assert rows[0][0] == "ms-val-0"
+
+
+def test_classification_of_a_prepared_mention_task(tmp_path, tiny_model_dir, tiny, tokenizer):
+    """task: reads the prepared split's records of a `mention` task (weak labels from patterns
+    with negation): gold labels follow the notes, and the metrics cover every test record."""
+    import csv
+
+    from clinitune.data.prepare import prepare, read_records
+    from clinitune.recipe import load_recipe
+
+    texts = [
+        "ED COURSE: Patient had a PEA arrest, ROSC after CPR.",
+        "ED COURSE: No cardiac arrest. Discharged home.",
+        "ED COURSE: Code blue called for VF arrest; shocked.",
+        "ED COURSE: Ankle sprain, splinted.",
+    ]
+    with open(tmp_path / "ed.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["note_id", "patient_id", "text"])
+        for i in range(24):
+            w.writerow([f"n{i:02d}", f"p{i:02d}", f"{texts[i % 4]} Visit {i}."])
+    (tmp_path / "r.yaml").write_text(
+        f"""name: arrest
+model: {{name: {tiny_model_dir}}}
+run_dir: {tmp_path / "run"}
+data:
+  sources:
+    - {{name: ed, path: ed.csv, columns: {{note_id: note_id, patient_id: patient_id, text: text}},
+       tasks: [arrest]}}
+  tasks:
+    arrest: {{type: mention, question: "Does this note describe a cardiac arrest?",
+              patterns: [cardiac arrest, code blue, ROSC, CPR, VF arrest, PEA]}}
+  phi: {{policy: "off"}}
+  dedup: {{exact: false, near: false}}
+  split: {{valid: 0.0, test: 0.5}}
+evaluate:
+  classification: [{{name: arrest, task: arrest, methods: [choice]}}]
+""",
+        encoding="utf-8",
+    )
+    recipe = load_recipe(str(tmp_path / "r.yaml"))
+    layout = RunLayout(tmp_path / "run")
+    prepare(recipe, layout)
+    test = [r for r in read_records(layout.prepared, "test") if r["task"] == "arrest"]
+    out = classification(EvalContext(recipe, layout, "cpu"),
+                         LoadedModel("tiny", tmp_path, tiny, tokenizer))["arrest"]  # fmt: skip
+    assert out["n"] == len(test) and "generate" not in out
+    gold = {f"ed:{r['note_id']}": r["completion"] for r in test}
+    assert {e["id"]: e["gold"] for e in out["per_example"]} == gold
+    # the weak labels: PEA/ROSC/CPR and code blue/VF notes are "yes", the negated one "no"
+    assert all(v == ("yes" if int(k[4:]) % 4 in (0, 2) else "no") for k, v in gold.items())
+    # an empty split is an error naming the task and split, not a metric over nothing
+    from clinitune.errors import StageError
+
+    empty = recipe.model_copy(deep=True)
+    empty.evaluate.classification[0].split = "valid"  # data.split.valid is 0
+    with pytest.raises(StageError, match="no 'arrest' records in the prepared valid split"):
+        classification(
+            EvalContext(empty, layout, "cpu"), LoadedModel("tiny", tmp_path, tiny, tokenizer)
+        )
