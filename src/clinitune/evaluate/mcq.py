@@ -21,6 +21,7 @@ import csv
 import io
 import json
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,9 +108,10 @@ def _pubmedqa(path: Path) -> list[Question]:
     return out
 
 
-def _medmcqa(path: Path) -> list[Question]:
-    out = []
-    for i, line in enumerate(_text(path).splitlines(), start=1):
+def jsonl_objects(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) of each non-blank line; a line that is not a JSON object is an
+    error naming the file and line."""
+    for i, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -118,6 +120,12 @@ def _medmcqa(path: Path) -> list[Question]:
             raise DataError(f"{path}: line {i}: invalid JSON") from None
         if not isinstance(d, dict):
             raise DataError(f"{path}: line {i}: expected a JSON object")
+        yield i, d
+
+
+def _medmcqa(path: Path) -> list[Question]:
+    out = []
+    for i, d in jsonl_objects(path, _text(path)):
         for field in ("question", "opa", "opb", "opc", "opd", "cop"):
             if d.get(field) is None:
                 raise DataError(f"{path}: line {i}: missing field {field!r}")
@@ -140,15 +148,7 @@ def _medqa(path: Path) -> list[Question]:
     ``question``, ``options`` {letter: text}, ``answer_idx`` (a letter), optional ``answer``
     (its text, checked). Prompt as lm-eval's ``medqa_4options``."""
     out = []
-    for i, line in enumerate(_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError:
-            raise DataError(f"{path}: line {i}: invalid JSON") from None
-        if not isinstance(d, dict):
-            raise DataError(f"{path}: line {i}: expected a JSON object")
+    for i, d in jsonl_objects(path, _text(path)):
         for field in ("question", "options", "answer_idx"):
             if d.get(field) in (None, ""):
                 raise DataError(f"{path}: line {i}: missing field {field!r}")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import random
 import re
@@ -31,7 +30,7 @@ from clinitune.data.pack import ChatFormatter, tokenize_chat
 from clinitune.data.prepare import read_records
 from clinitune.errors import DataError, StageError
 from clinitune.evaluate.classify import binary_metrics, collapse_report
-from clinitune.evaluate.mcq import score_continuations
+from clinitune.evaluate.mcq import jsonl_objects, score_continuations
 from clinitune.evaluate.registry import EvalContext, LoadedModel, register
 from clinitune.generate import generate_batched
 from clinitune.recipe import ClassifySpec
@@ -60,16 +59,7 @@ def _read_file(spec: ClassifySpec, path: Path) -> list[tuple[str, str, bool]]:
             raise DataError(f"{path}: no column {missing[0]!r} (has {reader.fieldnames})")
         rows = [(i, r) for i, r in enumerate(reader, start=2)]  # line 1 is the header
     elif path.suffix.lower() in (".jsonl", ".json"):
-        for i, line in enumerate(raw.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError:
-                raise DataError(f"{path}: line {i}: invalid JSON") from None
-            if not isinstance(d, dict):
-                raise DataError(f"{path}: line {i}: expected a JSON object")
-            rows.append((i, d))
+        rows = list(jsonl_objects(path, raw))
     else:
         raise DataError(f"{path}: expected a .csv or .jsonl file")
     positive = {v.strip().lower() for v in spec.positive_values}
