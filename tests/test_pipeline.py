@@ -140,6 +140,7 @@ def test_end_to_end_cli_run_tiny_model(tmp_path, tiny_model_dir):
     html = layout.report.read_text()
     assert "label collapse" in html and "confusion matrices" in html
     assert "95% interval" in html and "generated note lengths" in html
+    assert "share of concepts, no judge" in html
     assert "Base vs tuned" in html and "data:image/png;base64" in html
     # notes are PHI: no generated or reference text in the report unless asked for
     ref = json.loads((layout.generations / "base.jsonl").read_text().splitlines()[0])["reference"]

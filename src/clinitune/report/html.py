@@ -245,7 +245,7 @@ def comparison_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     if mb.get("rubric", {}).get("examples"):
         for k, label in (("missed_rate", "missed"), ("incorrect_rate", "incorrect"),
                          ("irrelevant_rate", "irrelevant")):  # fmt: skip
-            how = "claims, judge" if "judge" in mb["rubric"]["method"] else "concepts, no judge"
+            how = "claims, judge" if "judge_calls" in mb["rubric"] else "concepts, no judge"
             add(
                 f"rubric: {label} information, share of {how}",
                 lambda d, k=k: d["rubric"][f"mean_{k}"],
