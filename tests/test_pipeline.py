@@ -166,6 +166,7 @@ def test_end_to_end_cli_run_tiny_model(tmp_path, tiny_model_dir):
 TOY = {
     "mdm_qwen3_4b": [
         "train.sft.max_steps=1",
+        "train.sft.eval_max_examples=2",
         "train.sft.batch_size=1",
         "train.sft.grad_accum=1",
         "evaluate.classification.0.n=4",
@@ -173,6 +174,8 @@ TOY = {
     ],
     "heal_soap": [
         "train.cpt.max_steps=1",
+        "train.cpt.eval_max_examples=2",  # in-training eval on the valid split: a few rows
+        "train.sft.eval_max_examples=2",
         "train.cpt.batch_size=1",
         "train.cpt.grad_accum=1",
         "train.sft.max_steps=1",
@@ -191,6 +194,9 @@ def test_paper_recipes_run_at_toy_scale_on_embedded_model(tmp_path, name, smollm
         "data.max_seq_len=384",
         "evaluate.held_out.max_examples=1",
         "evaluate.perplexity.max_examples=1",
+        "evaluate.perplexity.window=128",  # long documents still take several windows
+        "evaluate.perplexity.stride=96",
+        "evaluate.generation.bertscore=false",  # covered by the tiny end-to-end run
         "evaluate.generation.max_examples=1",
         "evaluate.generation.max_new_tokens=4",
         "evaluate.generation.batch_size=2",
@@ -211,6 +217,7 @@ def test_paper_recipes_run_at_toy_scale_on_embedded_model(tmp_path, name, smollm
     if name == "heal_soap":  # CPT documents in the test split: sliding-window perplexity
         ppl = m["models"]["final"]["perplexity"]
         assert ppl["documents"] == len(ppl["by_task"]) and 1 < ppl["perplexity"] < 1e6
+        assert ppl["documents_longer_than_window"] >= 1
         assert "perplexity_loss" in m["comparisons"]["final"]
         prep = json.loads((tmp_path / name / "prepared" / "manifest.json").read_text())
         assert set(prep["mix"]) == {"general_cpt", "literature_cpt", "dialogue_cpt", "notes_cpt"}
