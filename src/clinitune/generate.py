@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clinitune.data.pack import ChatFormatter, tokenize_chat
+from clinitune.data.pack import ChatFormatter, generation_prompt, pad_id
 from clinitune.data.prepare import read_records
 from clinitune.errors import StageError
 from clinitune.models import load_model, load_tokenizer, model_identity, pick_device, resolve_model
@@ -68,25 +68,31 @@ def resolve_eval_models(recipe: Recipe, layout: RunLayout) -> list[ModelRef]:
     return refs
 
 
+def sample_per_task(
+    rows: list[dict[str, Any]], tasks: list[str] | None, k: int | None, key: str
+) -> list[dict[str, Any]]:
+    """A seeded random sample of up to k rows per task, tasks in sorted order (never "the
+    first N": exports are often sorted by date, site or label). The generator of a task is
+    seeded with ``f"{key}:{task}"``."""
+    out = []
+    for task in sorted({r["task"] for r in rows}):
+        if tasks and task not in tasks:
+            continue
+        rs = [r for r in rows if r["task"] == task]
+        out += rs if k is None or len(rs) <= k else random.Random(f"{key}:{task}").sample(rs, k)
+    return out
+
+
 def sample_records(
     records: list[dict[str, Any]], tasks: list[str] | None, k: int | None, seed: int
 ) -> list[dict[str, Any]]:
-    """A seeded random sample of up to k records per task (never "the first N": exports are
-    often sorted by date, site or label)."""
-    out = []
-    for task in sorted({r["task"] for r in records}):
-        if tasks and task not in tasks:
-            continue
-        rs = [r for r in records if r["task"] == task and r["kind"] == "chat"]
-        rng = random.Random(f"{seed}:{task}")
-        out += rs if k is None or len(rs) <= k else rng.sample(rs, k)
-    return out
+    """A seeded random sample of up to k chat records per task."""
+    return sample_per_task([r for r in records if r["kind"] == "chat"], tasks, k, str(seed))
 
 
 def generate_for_model(
     recipe: Recipe, layout: RunLayout, ref: ModelRef, *, force: bool = False
 ) -> Path:
-
     g = recipe.evaluate.generation
     out_dir = layout.generations
     out_path = out_dir / f"{ref.label}.jsonl"
@@ -115,16 +121,14 @@ def generate_for_model(
         ref.path, dtype=recipe.model.dtype, attn=recipe.model.attn_implementation, device=device
     ).eval()
     fmt = ChatFormatter(tok, recipe.model.system_prompt, recipe.model.chat_template_kwargs)
-    budget = max(recipe.data.max_seq_len, 64)
     prompts = []
     dropped = 0
     for r in records:
-        row, _ = tokenize_chat(fmt, r, budget, "truncate_prompt")
-        if row is None:  # the reference alone exceeds max_seq_len: counted in the manifest
+        ids = generation_prompt(fmt, r, recipe.data.max_seq_len)
+        if ids is None:  # the reference alone exceeds max_seq_len: counted in the manifest
             dropped += 1
             continue
-        n_prompt = row["n_tokens"] - row["n_loss_tokens"]
-        prompts.append((r, row["input_ids"][:n_prompt]))
+        prompts.append((r, ids))
     if not prompts:
         raise StageError(
             f"generation: all {len(records)} sampled records have references longer than "
@@ -197,7 +201,7 @@ def generate_batched(
     import torch
 
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    pad = pad_id(tok)
     eos = _stop_ids(tok, model)
     out: list[tuple[list[int], bool]] = [([], False)] * len(prompts)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]

@@ -131,6 +131,24 @@ class ChatFormatter:
         return self.with_eos(self.encode(self.chat_texts(record, input_text)[1]))
 
 
+def pad_id(tok: Any) -> int:
+    """The id left-padded batches use: the pad token, or EOS when there is none (masked out
+    either way)."""
+    return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+
+def generation_prompt(
+    fmt: ChatFormatter, record: Mapping[str, Any], max_seq_len: int
+) -> list[int] | None:
+    """The prompt ids a model is asked to continue for ``record``: the training prompt, its
+    input cut from the end when prompt + reference exceed ``max_seq_len`` (at least 64), so
+    evaluation sees what training saw. None when the reference alone does not fit."""
+    row, _ = tokenize_chat(fmt, record, max(max_seq_len, 64), "truncate_prompt")
+    if row is None:
+        return None
+    return row["input_ids"][: row["n_tokens"] - row["n_loss_tokens"]]
+
+
 def tokenize_chat(
     fmt: ChatFormatter, record: Mapping[str, Any], max_len: int, overlong: str
 ) -> tuple[dict[str, Any] | None, str]:

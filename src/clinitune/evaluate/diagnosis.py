@@ -25,7 +25,7 @@ import random
 import re
 from typing import Any
 
-from clinitune.data.pack import ChatFormatter, tokenize_chat
+from clinitune.data.pack import ChatFormatter, generation_prompt
 from clinitune.data.prepare import read_records
 from clinitune.data.tasks.diagnosis import normalize_icd10cm
 from clinitune.errors import StageError
@@ -145,15 +145,14 @@ def _embedder(spec: DiagnosisEvalSpec) -> Any:
 def diagnosis(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
     recipe = ctx.recipe
     fmt = ChatFormatter(m.tokenizer, recipe.model.system_prompt, recipe.model.chat_template_kwargs)
-    budget = max(recipe.data.max_seq_len, 64)
     results: dict[str, Any] = {}
     for spec in recipe.evaluate.diagnosis:
-        results[spec.name] = _evaluate_one(ctx, m, fmt, spec, budget)
+        results[spec.name] = _evaluate_one(ctx, m, fmt, spec)
     return results
 
 
 def _evaluate_one(
-    ctx: EvalContext, m: LoadedModel, fmt: ChatFormatter, spec: DiagnosisEvalSpec, budget: int
+    ctx: EvalContext, m: LoadedModel, fmt: ChatFormatter, spec: DiagnosisEvalSpec
 ) -> dict[str, Any]:
     recs = [r for r in read_records(ctx.layout.prepared, spec.split) if r["task"] == spec.task]
     if not recs:
@@ -170,10 +169,10 @@ def _evaluate_one(
                 f"{r['instruction']} List the {spec.top_k} most likely diagnoses, most likely "
                 "first, one per line."
             )
-        row, _ = tokenize_chat(fmt, q, budget, "truncate_prompt")
-        if row is None:
+        ids = generation_prompt(fmt, q, ctx.recipe.data.max_seq_len)
+        if ids is None:
             raise StageError(f"diagnosis {spec.name!r}: {r['note_id']}: the answer cannot fit")
-        prompts.append(row["input_ids"][: row["n_tokens"] - row["n_loss_tokens"]])
+        prompts.append(ids)
     gens = generate_batched(
         m.model, m.tokenizer, prompts, batch_size=spec.batch_size,
         max_new_tokens=spec.max_new_tokens, device=ctx.device,

@@ -8,7 +8,6 @@ ids restart per example, so they do not attend to each other), which is both exa
 from __future__ import annotations
 
 import math
-import random
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -16,6 +15,7 @@ import pyarrow.parquet as pq
 from clinitune.data.prepare import token_path
 from clinitune.errors import StageError
 from clinitune.evaluate.registry import EvalContext, LoadedModel, register
+from clinitune.generate import sample_per_task
 from clinitune.progress import track
 
 _TOKENS = 4096
@@ -27,17 +27,7 @@ def sample_rows(ctx: EvalContext) -> list[dict[str, Any]]:
     if not path.exists():
         raise StageError(f"{path} not found: run `clinitune prepare` first")
     rows = pq.read_table(path).to_pylist()
-    out = []
-    for task in sorted({r["task"] for r in rows}):
-        if spec.tasks and task not in spec.tasks:
-            continue
-        rs = [r for r in rows if r["task"] == task]
-        k = spec.max_examples
-        out += (
-            rs
-            if k is None or len(rs) <= k
-            else random.Random(f"{ctx.recipe.seed}:{task}").sample(rs, k)
-        )
+    out = sample_per_task(rows, spec.tasks, spec.max_examples, str(ctx.recipe.seed))
     if not out:
         raise StageError(f"held-out evaluation: the {spec.split} split has no rows")
     return out

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clinitune.data.pack import ChatFormatter
+from clinitune.data.pack import ChatFormatter, pad_id
 from clinitune.errors import DataError
 from clinitune.evaluate.registry import EvalContext, LoadedModel, register
 from clinitune.progress import track
@@ -258,8 +258,7 @@ def choice_logprobs(
         else:  # a choice merged into the context's last token: each choice is its own item
             items += [(c, [cont]) for c, cont in pairs]
             shared.append(False)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    flat = score_continuations(model, items, pad, device, batch_size, desc)
+    flat = score_continuations(model, items, pad_id(tok), device, batch_size, desc)
     out: list[list[float]] = []
     i = 0
     for q, one in zip(questions, shared, strict=True):

@@ -26,7 +26,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from clinitune.data.pack import ChatFormatter, tokenize_chat
+from clinitune.data.pack import ChatFormatter, generation_prompt, pad_id
 from clinitune.data.prepare import read_records
 from clinitune.errors import DataError, StageError
 from clinitune.evaluate.classify import binary_metrics, collapse_report
@@ -125,19 +125,17 @@ def _softmax2(a: float, b: float) -> float:
 def classification(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
     recipe = ctx.recipe
     fmt = ChatFormatter(m.tokenizer, recipe.model.system_prompt, recipe.model.chat_template_kwargs)
-    pad = m.tokenizer.pad_token_id
-    pad = pad if pad is not None else m.tokenizer.eos_token_id
-    budget = max(recipe.data.max_seq_len, 64)
+    pad = pad_id(m.tokenizer)
     results: dict[str, Any] = {}
     for spec in recipe.evaluate.classification:
         pos, neg = spec.answers
         exs = load_examples(ctx, spec)
         prompts: list[list[int]] = []
         for r in exs:
-            row, _ = tokenize_chat(fmt, r, budget, "truncate_prompt")
-            if row is None:
+            ids = generation_prompt(fmt, r, recipe.data.max_seq_len)
+            if ids is None:
                 raise StageError(f"classification {spec.name!r}: example {r['id']}: cannot fit")
-            prompts.append(row["input_ids"][: row["n_tokens"] - row["n_loss_tokens"]])
+            prompts.append(ids)
         # The answer words as the template continues the prompt (no leading space in chat
         # templates; the plain format also starts the answer right after "Assistant:\n").
         conts = [fmt.encode(pos), fmt.encode(neg)]
@@ -157,10 +155,9 @@ def classification(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
             for e, p, y in zip(per, p_pos, preds, strict=True):
                 e.update(p_pos=round(p, 6), choice=y)
             if spec.calibrate:
-                cf = {**exs[0], "input": CONTENT_FREE}
-                row, _ = tokenize_chat(fmt, cf, budget, "truncate_prompt")
-                assert row is not None
-                cf_ids = row["input_ids"][: row["n_tokens"] - row["n_loss_tokens"]]
+                cf_ids = generation_prompt(fmt, {**exs[0], "input": CONTENT_FREE},
+                                           recipe.data.max_seq_len)  # fmt: skip
+                assert cf_ids is not None  # a shorter input than an example that fitted
                 (a, b), = score_continuations(m.model, [(cf_ids, conts)], pad, ctx.device, 1,
                                               f"{spec.name} calibration [{m.label}]")  # fmt: skip
                 q = _softmax2(a, b)  # P(yes | "N/A")

@@ -14,7 +14,6 @@ over documents.
 from __future__ import annotations
 
 import math
-import random
 from typing import Any
 
 from clinitune.data.pack import ChatFormatter
@@ -22,6 +21,7 @@ from clinitune.data.prepare import read_records
 from clinitune.errors import StageError
 from clinitune.evaluate.heldout import nll_per_example
 from clinitune.evaluate.registry import EvalContext, LoadedModel, register
+from clinitune.generate import sample_per_task
 
 IGNORE = -100
 
@@ -51,16 +51,7 @@ def windows(ids: list[int], window: int, stride: int) -> list[dict[str, list[int
 def sample_documents(ctx: EvalContext) -> list[dict[str, Any]]:
     spec = ctx.recipe.evaluate.perplexity
     recs = [r for r in read_records(ctx.layout.prepared, spec.split) if r["kind"] == "text"]
-    out = []
-    for task in sorted({r["task"] for r in recs}):
-        if spec.tasks and task not in spec.tasks:
-            continue
-        rs = [r for r in recs if r["task"] == task]
-        k = spec.max_examples
-        if k is not None and len(rs) > k:
-            rs = random.Random(f"{ctx.recipe.seed}:ppl:{task}").sample(rs, k)
-        out += rs
-    return out
+    return sample_per_task(recs, spec.tasks, spec.max_examples, f"{ctx.recipe.seed}:ppl")
 
 
 @register("perplexity")

@@ -5,6 +5,7 @@ keep their line breaks; F-measures x 100), plus BERTScore F1 and a clinical conc
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from clinitune.errors import StageError
@@ -25,14 +26,20 @@ def rouge_scores(predictions: list[str], references: list[str]) -> list[dict[str
     ]
 
 
-@register("rouge", needs_model=False)
-def rouge(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
-    path = ctx.layout.generations / f"{m.label}.jsonl"
+def load_generations(ctx: EvalContext, label: str) -> tuple[Path, list[dict[str, Any]]]:
+    """The model's generations file and its rows; a missing or empty file is an error."""
+    path = ctx.layout.generations / f"{label}.jsonl"
     if not path.exists():
         raise StageError(f"{path} not found: run `clinitune generate` first")
     gens = read_generations(path)
     if not gens:
         raise StageError(f"{path} is empty: no generations to score")
+    return path, gens
+
+
+@register("rouge", needs_model=False)
+def rouge(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
+    _, gens = load_generations(ctx, m.label)
     preds, refs = [g["prediction"] for g in gens], [g["reference"] for g in gens]
     scores = rouge_scores(preds, refs)
     extra, info = note_scores(preds, refs, ctx.recipe.evaluate.generation, ctx.device)

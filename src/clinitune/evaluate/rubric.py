@@ -27,7 +27,7 @@ from typing import Any
 
 from clinitune.errors import StageError
 from clinitune.evaluate.registry import EvalContext, LoadedModel, register
-from clinitune.generate import read_generations
+from clinitune.evaluate.rouge import load_generations
 from clinitune.progress import track
 
 # scikit-learn's English stop words, minus words that carry clinical meaning here
@@ -125,10 +125,7 @@ def summarize(rows: Iterable[dict[str, Any]]) -> dict[str, float]:
 def rubric_eval(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
     from clinitune.data.prepare import read_records
 
-    path = ctx.layout.generations / f"{m.label}.jsonl"
-    if not path.exists():
-        raise StageError(f"{path} not found: run `clinitune generate` first")
-    gens = read_generations(path)
+    path, gens = load_generations(ctx, m.label)
     split = ctx.recipe.evaluate.generation.split
     recs = read_records(ctx.layout.prepared, split)
     src = {(r["task"], r["source"], r["note_id"]): r for r in recs}

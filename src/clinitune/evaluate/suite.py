@@ -197,47 +197,32 @@ def model_cis(res: dict[str, Any], ex: dict[str, Any], seed: int) -> dict[str, l
 def compare(base: dict[str, Any], other: dict[str, Any], seed: int) -> dict[str, Any]:
     """Paired comparisons of ``other`` against ``base`` on identical examples."""
     out: dict[str, Any] = {}
-    if "held_out" in base and "held_out" in other:
-        a, b = base["held_out"], other["held_out"]
-        out["held_out_loss"] = paired_bootstrap_ratio(
-            [x["nll"] for x in a],
-            [x["tokens"] for x in a],
-            [x["nll"] for x in b],
-            [x["tokens"] for x in b],
-            seed=seed,
-        )
-    if base.get("perplexity") and other.get("perplexity"):
-        a, b = base["perplexity"], other["perplexity"]
-        out["perplexity_loss"] = paired_bootstrap_ratio(
-            [x["nll"] for x in a],
-            [x["tokens"] for x in a],
-            [x["nll"] for x in b],
-            [x["tokens"] for x in b],
-            seed=seed,
-        )
-    if "rouge" in base and "rouge" in other:
-        a = {(x["task"], x["source"], x["note_id"]): x for x in base["rouge"]}
-        b = {(x["task"], x["source"], x["note_id"]): x for x in other["rouge"]}
-        keys = sorted(set(a) & set(b))
-        if keys:
-            out["rouge"] = {
-                k: paired_bootstrap_mean(
-                    [a[i][k] for i in keys], [b[i][k] for i in keys], seed=seed
-                )
-                for k in ("rouge1", "rouge2", "rougeLsum", "concept_f1", "bertscore_f1")
-                if k in a[keys[0]] and k in b[keys[0]]
-            }
-    if "rubric" in base and "rubric" in other:
-        a = {(x["task"], x["source"], x["note_id"]): x for x in base["rubric"]}
-        b = {(x["task"], x["source"], x["note_id"]): x for x in other["rubric"]}
-        keys = sorted(set(a) & set(b))
-        if keys:
-            out["rubric"] = {
-                k: paired_bootstrap_mean(
-                    [a[i][k] for i in keys], [b[i][k] for i in keys], seed=seed
-                )
-                for k in ("missed_rate", "incorrect_rate", "irrelevant_rate")
-            }
+    for key, name in (("held_out", "held_out_loss"), ("perplexity", "perplexity_loss")):
+        if base.get(key) and other.get(key):  # token-weighted NLL per example
+            a, b = base[key], other[key]
+            out[name] = paired_bootstrap_ratio(
+                [x["nll"] for x in a],
+                [x["tokens"] for x in a],
+                [x["nll"] for x in b],
+                [x["tokens"] for x in b],
+                seed=seed,
+            )
+    for key, metrics in (
+        ("rouge", ("rouge1", "rouge2", "rougeLsum", "concept_f1", "bertscore_f1")),
+        ("rubric", ("missed_rate", "incorrect_rate", "irrelevant_rate")),
+    ):
+        if key in base and key in other:  # per generated note
+            a = {(x["task"], x["source"], x["note_id"]): x for x in base[key]}
+            b = {(x["task"], x["source"], x["note_id"]): x for x in other[key]}
+            keys = sorted(set(a) & set(b))
+            if keys:
+                out[key] = {
+                    k: paired_bootstrap_mean(
+                        [a[i][k] for i in keys], [b[i][k] for i in keys], seed=seed
+                    )
+                    for k in metrics
+                    if k in a[keys[0]] and k in b[keys[0]]
+                }
     if "mcq" in base and "mcq" in other:
         out["mcq"] = {}
         for name in base["mcq"]:

@@ -448,6 +448,7 @@ def write_report(recipe: Recipe, layout: RunLayout) -> Path:
                 rows = [json.loads(x) for x in p.read_text().splitlines() if x.strip()][:k]
                 examples += [{"model": m, **r} for r in rows]
     models = list(metrics["models"])
+    cls_rows = classification_rows(metrics)
     env = Environment(autoescape=select_autoescape(default=True))
     page = env.from_string(TEMPLATE).render(
         name=recipe.name,
@@ -463,9 +464,9 @@ def write_report(recipe: Recipe, layout: RunLayout) -> Path:
         cls=_cls,
         bars=bars_plot(metrics),
         len_png=length_plot(layout, models),
-        cls_rows=classification_rows(metrics),
+        cls_rows=cls_rows,
         scorers=metrics["models"][metrics["baseline"]].get("rouge", {}).get("scorers", {}),
-        cm_png=confusion_plot(classification_rows(metrics)),
+        cm_png=confusion_plot(cls_rows),
         loss_png=loss_plot(stage_logs),
         stages=stages,
         warnings=prep.get("warnings", []),
