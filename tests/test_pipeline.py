@@ -133,6 +133,8 @@ def test_end_to_end_cli_run_tiny_model(tmp_path, tiny_model_dir):
             c["n"] == 6 and c["prevalence"] == 0.5 and isinstance(c["collapse"]["collapsed"], bool)
         )
     assert "p_value" in m["comparisons"]["final"]["classification"]["arrest"]["choice"]
+    gm = json.loads((layout.generations / "final" / "manifest.json").read_text())
+    assert gm["counts"]["examples"] + gm["counts"]["dropped_reference_too_long"] == 4
     lo, hi = final["ci95"]["held_out.loss"]
     assert lo <= final["held_out"]["loss"] <= hi
     lo, hi = final["ci95"]["mcq.mmlu_medical.acc"]

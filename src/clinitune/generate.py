@@ -175,6 +175,7 @@ def generate_for_model(
         inputs={"model": str(ref.path)},
         counts={
             "examples": len(results),
+            "dropped_reference_too_long": dropped,
             "new_tokens": new_tokens,
             "wall_s": round(wall, 2),
             "new_tokens_per_s": round(new_tokens / wall, 1) if wall else None,
