@@ -100,6 +100,7 @@ class Judge:
     def _ask_local(self, prompt: str) -> str:
         import torch
 
+        from clinitune.data.pack import pad_id
         from clinitune.models import load_model, load_tokenizer, resolve_model
 
         if self._local is None:
@@ -115,7 +116,7 @@ class Judge:
         with torch.inference_mode():
             out = model.generate(
                 input_ids=ids, do_sample=False, max_new_tokens=self.spec.max_new_tokens,
-                pad_token_id=tok.pad_token_id or tok.eos_token_id,
+                pad_token_id=pad_id(tok),
             )  # fmt: skip
         return tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
 
