@@ -462,3 +462,23 @@ def test_metadata_name_in_last_first_order() -> None:
     t = "Patient: Friday, Hope. Seen with Hope Friday's mother."
     got = [t[f.start : f.end] for f in s.scan(t, names=["Hope Friday"]) if f.type == "NAME"]
     assert got == ["Friday, Hope", "Hope Friday"]  # both stop words alone, caught as a pair
+
+
+def test_word_start_search_equals_finditer_with_boundary() -> None:
+    """``_at_word_starts`` (the fast path of the "<First> <Last>" pattern) finds exactly what
+    ``finditer`` of ``\\b`` + the pattern finds, including after a rejected mid-word match that
+    overlaps a valid one ("O'Brien": the "Brien" after the apostrophe starts a word)."""
+    from clinitune.data import phi
+
+    slow = re.compile(r"\b" + phi._PAIR.pattern)
+    texts = [
+        "xO'Brien Smith came with John Smith and Mary-Jane Watson.",
+        "McDonald Jones; DrJohn Smith; _Anna Lee; 3John Smith; Élodie Anna Lee",
+        "Seen by Anna K. Lee and Tom Ray Hill. O'Neil Brown, Ann O'Neil.",
+    ]
+    rng = random.Random(0)
+    words = ["John", "Smith", "O'Brien", "x", "Mc", "Donald", "-", "'", "_", "Anna", "Lee", "é"]
+    texts += ["".join(rng.choice(words + [" ", " "]) for _ in range(60)) for _ in range(300)]
+    for t in texts:
+        fast = [(m.span(), m.group("n2")) for m in phi._at_word_starts(phi._PAIR, t)]
+        assert fast == [(m.span(), m.group("n2")) for m in slow.finditer(t)], t

@@ -12,6 +12,7 @@ Three kinds of name:
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -172,7 +173,24 @@ def resolve_dtype(dtype: str, device: str):  # -> torch.dtype
     return getattr(torch, dtype)
 
 
+# tokenizer_config.json classes for which AutoTokenizer returns the generic fast tokenizer
+_GENERIC_TOKENIZERS = frozenset({"TokenizersBackend", "PreTrainedTokenizerFast"})
+
+
 def load_tokenizer(path: Path):
+    # AutoTokenizer reads the model config to choose a class, and transformers' config modules
+    # import torch (~3.5 s on the dev machine, paid by every ``prepare`` worker). When
+    # tokenizer_config.json names the generic class, which is what AutoTokenizer would return,
+    # load that class directly: the same tokenizer, without torch.
+    path = Path(path)
+    try:
+        cfg = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cfg = {}
+    if cfg.get("tokenizer_class") in _GENERIC_TOKENIZERS and (path / "tokenizer.json").is_file():
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast.from_pretrained(path)
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path)

@@ -306,4 +306,11 @@ def build_chunk(job: dict[str, Any]) -> dict[str, Any]:
             for s in SPLITS
         },
         "tokenize": tokenize,
+        # for the manifest: the driver need not load the tokenizer itself (a transformers +
+        # torch import, ~3.5 s of serial time)
+        "tokenizer_info": {
+            "name_or_path": job["tokenizer"]["path"],
+            "vocab_size": len(fmt.tok),
+            "eos_token_id": fmt.tok.eos_token_id,
+        },
     }

@@ -271,20 +271,44 @@ def _date_check(text: str, m: re.Match[str], gd: dict[str, str | None]) -> bool:
 # Each recognizer runs only if its gate - substring tests or cheap regexes that every match must
 # contain - passes. Most notes have no phone, e-mail, SSN, ... so most full patterns never run;
 # this is what keeps the scanner at thousands of notes/s (a full pattern costs ~20-200 us/note).
-_D5 = r"\d{5}"
-_GROUPS = r"\d{3}[-.) ]+\d{2,3}[-. ]\d{4}"  # phone- or SSN-shaped digit groups
+# Gate regexes begin with a plain character class (``\d\d\d``, not ``\d{3}``; no ``\b`` or
+# lookbehind first): ``re`` then skips to candidate characters in C instead of trying a match at
+# every position, ~5-10x faster on a 2 KB note. Each gate is a *necessary* condition of its
+# pattern (a substring of every match), so gating never changes the findings.
+_D5 = r"\d\d\d\d\d"
+_GROUPS = r"\d\d\d[-.) ]+\d{2,3}[-. ]\d{4}"  # phone- or SSN-shaped digit groups
+# Every numeric-date alternative has a second separator followed by a digit, or "/19xx"-"/20xx".
+_DATE_NUMERIC_GATE = r"[/.-](?:\d\d?[/.-]\d|(?:19|20)\d\d)"
+# Every house-number address has a street suffix word (PO boxes say "Box").
+_ADDRESS_GATE = rf"{_STREET_SUFFIX}\b"
+# The dashed SSN form.
+_SSN_GATE = r"\d\d\d-\d\d-\d\d\d\d"
+# ZIP after a state, and the city before it: "<state>[.][,] <5 digits>" occurs in the text.
+_STATE_ZIP_GATE = rf"(?:{_STATE_ABBR}|{_STATE_NAMES})\.?,?\s+\d\d\d\d\d"
+# Age labels, on the lower-cased text: "age[d| of][:] 9x / 1[0-4]x".
+_AGE_LABEL_GATE = re.compile(r"age(?:d|\s+of)?\s*:?\s*(?:9|1[0-4])\d")
+
+
+def _ipv6_gate(text: str, low: str, memo: dict[str, bool]) -> bool:
+    # The full form has 7 colons in a row of hex groups; clock times ("17:45") make a bare count
+    # of colons pass in nearly every note.
+    return text.count(":") >= 7 and _IPV6_GATE.search(text) is not None
+
+
+_IPV6_GATE = re.compile(r":[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:")
+
 _BUILTIN_PATTERNS: tuple[_Recognizer, ...] = (
     # (type, pattern, gate, post-check or None, anchor pattern or None)
     ("PHONE", _PHONE, _finds(_GROUPS), None, None),  # FAX decided from context
-    ("PHONE", _PHONE_SPACED, _finds(r"\d{3} \d{3} \d{4}"), None, None),
+    ("PHONE", _PHONE_SPACED, _finds(_GROUPS, r"\d\d\d \d{3} \d{4}"), None, None),
     ("EMAIL", _EMAIL, _has("@"), None, None),
     ("URL", _URL, _has("://", "www."), None, None),
     ("IP", _IPV4, _finds(r"\d\.\d{1,3}\.\d{1,3}\.\d"), None, None),
-    ("IP", _IPV6, lambda text, low, memo: text.count(":") >= 7, None, None),
+    ("IP", _IPV6, _ipv6_gate, None, None),
     (
         "SSN",
         _SSN,
-        _either(_finds(_GROUPS), _has("ssn", "ss#", "social sec", lower=True)),
+        _either(_finds(_GROUPS, _SSN_GATE), _has("ssn", "ss#", "social sec", lower=True)),
         None,
         None,
     ),
@@ -295,16 +319,28 @@ _BUILTIN_PATTERNS: tuple[_Recognizer, ...] = (
         None,
         None,
     ),
-    ("MRN", _BARE_ID, _finds(_D5, r"\d{7}"), None, None),
+    ("MRN", _BARE_ID, _finds(_D5, r"\d\d\d\d\d\d\d"), None, None),
     ("DATE", _DATE_WORDS, None, None, _MONTH_WORD),
-    ("DATE", _DATE_NUMERIC, _finds(r"\d[/.-]\d"), _date_check, None),
-    ("DATE", _DATE_COMPACT, _finds(_D5, r"\d{8}"), None, None),
+    ("DATE", _DATE_NUMERIC, _finds(_DATE_NUMERIC_GATE), _date_check, None),
+    ("DATE", _DATE_COMPACT, _finds(_D5, r"\d\d\d\d\d\d\d\d"), None, None),
     ("AGE_OVER_89", _AGE, _has("9", "1"), _word_boundary_before, None),
-    ("AGE_OVER_89", _AGE_LABEL, _has("age", lower=True), None, None),
+    (
+        "AGE_OVER_89",
+        _AGE_LABEL,
+        lambda text, low, memo: "age" in low and _AGE_LABEL_GATE.search(low) is not None,
+        None,
+        None,
+    ),
     ("AGE_OVER_89", _AGE_WORDS, _has("ninety", "hundred", lower=True), None, None),
-    ("ADDRESS", _ADDRESS, _either(_finds(r"\d[A-Za-z]?[ \t]+[A-Z]"), _has("Box")), None, None),
-    ("ZIP", _ZIP, _finds(_D5), None, None),
-    ("ADDRESS", _CITY, _finds(_D5), None, None),
+    (
+        "ADDRESS",
+        _ADDRESS,
+        _either(_finds(r"\d[A-Za-z]?[ \t]+[A-Z]", _ADDRESS_GATE), _has("Box")),
+        None,
+        None,
+    ),
+    ("ZIP", _ZIP, _either(_finds(_D5, _STATE_ZIP_GATE), _has("zip", lower=True)), None, None),
+    ("ADDRESS", _CITY, _finds(_D5, _STATE_ZIP_GATE), None, None),
 )
 _ANCHOR_WINDOW = 20  # characters searched on each side of an anchor match
 
@@ -331,8 +367,13 @@ _LABEL = re.compile(
     rf"(?i:\b(?:patient(?:'s)?\s+name|pt\.?\s+name|name|patient))\s*:[ \t]*"
     rf"(?P<n1>{_TOK})(?:,?[ \t]+(?P<n2>{_TOK}))?(?:[ \t]+(?P<n3>{_TOK}))?\b"
 )
-# "<First> <Last>" (optionally "<First> A. <Last>") - overlapping pairs via a lookahead.
-_PAIR = re.compile(rf"\b(?P<n1>{_TOK})(?=[ \t]+(?:[A-Z]\.[ \t]+)?(?P<n2>{_TOK})\b)")
+# Every _LABEL match has "name:" or "patient:" (a colon after optional whitespace) in its lower-
+# cased text; a lot cheaper to look for than to run _LABEL (which starts with ``\b``).
+_LABEL_GATE = re.compile(r"(?:name|patient)\s*:")
+# "<First> <Last>" (optionally "<First> A. <Last>") - overlapping pairs via a lookahead. The
+# word boundary before <First> is checked in code (``_at_word_starts``): a pattern that starts
+# with a character class is scanned ~3x faster than one that starts with ``\b``.
+_PAIR = re.compile(rf"(?P<n1>{_TOK})(?=[ \t]+(?:[A-Z]\.[ \t]+)?(?P<n2>{_TOK})\b)")
 # "<Name> [<Name>]['s] is a [pleasant] 50-year-old / 75 y.o. / 22-month-old": find the
 # "is a ... 50-year-old" part (literal start: fast), then the name(s) just before it.
 _IS_AGED = re.compile(
@@ -624,7 +665,7 @@ class PhiScanner:
             n2 = m.group("n2")
             if n2 and n2.upper() in last and not common_word(n2):
                 add(m, "n2")
-        if "name" in low or "patient:" in low or "patient :" in low:
+        if _LABEL_GATE.search(low) is not None:
             for m in _LABEL.finditer(text):
                 # A bare "Patient:" is also a speaker tag in transcripts ("Patient: No, I ...");
                 # after it, only lexicon names that are not ordinary words count. "Name:" and
@@ -644,7 +685,7 @@ class PhiScanner:
                 tok = m.group("n1")
                 if _word_start(text, m.start()) and tok.upper() in last and not common_word(tok):
                     add(m, "n1")
-            for m in _PAIR.finditer(text):
+            for m in _at_word_starts(_PAIR, text):
                 t1, t2 = m.group("n1"), m.group("n2")
                 if (
                     t1.upper() in first
@@ -686,6 +727,23 @@ def _anchored(rx: re.Pattern[str], anchor: re.Pattern[str], text: str) -> list[r
     for lo, hi in windows:
         out.extend(rx.finditer(text, lo, min(hi, len(text))))
     return out
+
+
+def _at_word_starts(rx: re.Pattern[str], text: str) -> Iterable[re.Match[str]]:
+    """``finditer`` of ``\\b`` + ``rx`` when every match of ``rx`` starts with a word character:
+    the same matches, found faster (see ``_PAIR``). A match that does not start a word is not
+    kept and the search resumes one character later, as ``finditer`` would have."""
+    pos, n = 0, len(text)
+    while pos <= n:
+        m = rx.search(text, pos)
+        if m is None:
+            return
+        i = m.start()
+        if i == 0 or not (text[i - 1].isalnum() or text[i - 1] == "_"):
+            yield m
+            pos = m.end() if m.end() > i else i + 1
+        else:
+            pos = i + 1
 
 
 def _word_start(text: str, i: int) -> bool:

@@ -620,7 +620,7 @@ def prepare(recipe: Recipe, layout: RunLayout, *, force: bool = False) -> Prepar
             "warnings": warnings,
             "mix": mix_report,
             "chunks": len(chunks),
-            "tokenizer": _tokenizer_info(model_path),
+            "tokenizer": built[0]["tokenizer_info"] if built else _tokenizer_info(model_path),
         },
     )
     return PrepareResult(out, manifest, skipped=False)
