@@ -20,9 +20,13 @@ What it measures, for each size N (``--sizes 10000 100000``; ``--quick`` = 2,000
      each kept as ground truth (``<workdir>/n<N>/truth.json``).
 
 2. **The whole prepare**, as a child process: ``clinitune prepare <recipe> --run-dir <dir>
-   --force`` (ingest -> PHI gate with ``policy: redact`` -> dedup -> sections -> ``mdm`` and
-   ``cpt`` task records -> patient split -> tokenization with ``smollm2-135m-instruct``'s
-   tokenizer). By default the child runs the same typer app in-process with
+   --force`` (ingest -> PHI gate with ``policy: redact`` -> dedup -> sections -> task records
+   -> patient split -> tokenization with ``smollm2-135m-instruct``'s tokenizer -> packing).
+   ``--tasks`` picks the task builders per note: ``cpt`` (default: the HEAL-style recipe; every
+   stage of the issue's target runs, CPT packing included, and the PHI check below sees every
+   kept note's whole text), ``mdm`` (the ED paper's presentation -> MDM pairs; not packed, and
+   only the sections that reach the pair are checkable for PHI), or ``mdm+cpt`` (both from every
+   note: twice the tokenization, ~1,150 tokens per note; the default before session 4). By default the child runs the same typer app in-process with
    ``clinitune.progress.track`` / ``bar`` and a few prepare functions wrapped to time each stage
    (best effort: prepare's internals are being restructured); ``--plain-cli`` runs the console
    script instead. ``data.workers`` is passed (``--workers``, default 0 = all cores) only if the
@@ -2476,8 +2480,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--tasks",
         choices=["mdm+cpt", "cpt", "mdm"],
-        default="mdm+cpt",
-        help="task builders per note: both (each note tokenized twice, ~1,100 tokens) or one",
+        default="cpt",
+        help="task builders per note (default cpt: every stage the target names runs, packing "
+        "included, and every kept note's identifiers are checkable); mdm+cpt tokenizes each "
+        "note twice (~1,150 tokens)",
     )
     ap.add_argument("--threshold", type=float, default=0.8)
     ap.add_argument("--shingle", type=int, default=SHINGLE)
