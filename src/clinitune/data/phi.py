@@ -9,7 +9,7 @@ Why our own recognizers instead of an off-the-shelf de-identifier (measured on t
 
 This module is the standard library (``re``) only, plus - optionally - the US-census name lists
 shipped as data files by the pure-Python PyPI package ``names`` (loaded lazily, once). It scans
-~2,500 notes/s per core on ~2 KB notes (gated recognizers, see ``tests/test_phi.py``), never
+~3,000 notes/s per core on ~2 KB notes (gated recognizers, see ``tests/test_phi.py``), never
 logs or raises with note text, and returns typed spans (:class:`Finding`) to count, gate, redact.
 
 It is a *gate* for data that is supposed to be de-identified already: it errs towards precision on
