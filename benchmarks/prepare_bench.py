@@ -20,24 +20,25 @@ What it measures, for each size N (``--sizes 10000 100000``; ``--quick`` = 2,000
      each kept as ground truth (``<workdir>/n<N>/truth.json``).
 
 2. **The whole prepare**, as a child process: ``clinitune prepare <recipe> --run-dir <dir>
-   --force`` (ingest -> PHI gate with ``policy: redact`` -> dedup -> sections -> task records
-   -> patient split -> tokenization with ``smollm2-135m-instruct``'s tokenizer -> packing).
+   --force`` (ingest -> PHI gate with ``policy: redact`` -> dedup -> sections -> task records ->
+   patient split -> tokenization with ``smollm2-135m-instruct``'s tokenizer -> packing).
    ``--tasks`` picks the task builders per note: ``cpt`` (default: the HEAL-style recipe; every
    stage of the issue's target runs, CPT packing included, and the PHI check below sees every
    kept note's whole text), ``mdm`` (the ED paper's presentation -> MDM pairs; not packed, and
    only the sections that reach the pair are checkable for PHI), or ``mdm+cpt`` (both from every
-   note: twice the tokenization, ~1,150 tokens per note; the default before session 4). By default the child runs the same typer app in-process with
-   ``clinitune.progress.track`` / ``bar`` and a few prepare functions wrapped to time each stage
-   (best effort: prepare's internals are being restructured); ``--plain-cli`` runs the console
-   script instead. ``data.workers`` is passed (``--workers``, default 0 = all cores) only if the
-   installed recipe schema has that field. Reported: wall time, notes/s, notes/s per core
-   (cores = ``--workers``, or ``os.cpu_count()`` when it is 0 or the field does not exist), the
-   child's CPU time (its own plus its reaped worker processes'), its peak RSS (``os.wait4``
-   rusage, taken by a small ``posix_spawn`` launcher so that this process's own size does not
-   leak into it: the largest single process of the child's tree), the sampled peak RSS summed
-   over the process tree (psutil, every 0.2 s), the CPU that *other* processes used meanwhile
-   (``/proc/stat``: on a shared machine, anything above ~0.1 core means the timings are
-   contended), and the RSS ratio between the largest and the smallest size.
+   note: twice the tokenization, ~1,150 tokens per note; the default before session 4). By
+   default the child runs the same typer app in-process with ``clinitune.progress.track`` /
+   ``bar`` and a few prepare functions wrapped to time each stage (best effort: prepare's
+   internals are being restructured); ``--plain-cli`` runs the console script instead.
+   ``data.workers`` is passed (``--workers``, default 0 = all cores) only if the installed recipe
+   schema has that field. Reported: wall time, notes/s, notes/s per core (cores = ``--workers``,
+   or ``os.cpu_count()`` when it is 0 or the field does not exist), the child's CPU time (its own
+   plus its reaped worker processes'), its peak RSS (``os.wait4`` rusage, taken by a small
+   ``posix_spawn`` launcher so that this process's own size does not leak into it: the largest
+   single process of the child's tree), the sampled peak RSS summed over the process tree
+   (psutil, every 0.2 s), the CPU that *other* processes used meanwhile (``/proc/stat``: on a
+   shared machine, anything above ~0.1 core means the timings are contended), and the RSS ratio
+   between the largest and the smallest size.
 
 3. **Quality, end to end.**
    * Dedup, from ``<run>/prepared/dedup_clusters.jsonl``: a planted pair is *found* when both

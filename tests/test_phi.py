@@ -478,7 +478,7 @@ def test_word_start_search_equals_finditer_with_boundary() -> None:
     ]
     rng = random.Random(0)
     words = ["John", "Smith", "O'Brien", "x", "Mc", "Donald", "-", "'", "_", "Anna", "Lee", "é"]
-    texts += ["".join(rng.choice(words + [" ", " "]) for _ in range(60)) for _ in range(300)]
+    texts += ["".join(rng.choice([*words, " ", " "]) for _ in range(60)) for _ in range(300)]
     for t in texts:
         fast = [(m.span(), m.group("n2")) for m in phi._at_word_starts(phi._PAIR, t)]
         assert fast == [(m.span(), m.group("n2")) for m in slow.finditer(t)], t

@@ -1,0 +1,61 @@
+"""Batched greedy generation gives the tokens of one-at-a-time ``generate``."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def smollm(smollm_dir, tokenizer):
+    from clinitune.models import load_model
+
+    return load_model(smollm_dir, dtype="float32", attn="sdpa", device="cpu").eval()
+
+
+def _one_at_a_time(model, tok, prompts, max_new_tokens):
+    import torch
+
+    from clinitune.data.pack import pad_id
+    from clinitune.generate import _stop_ids
+
+    eos = _stop_ids(tok, model)
+    out = []
+    for p in prompts:
+        with torch.inference_mode():
+            g = model.generate(input_ids=torch.tensor([p]), do_sample=False,
+                               max_new_tokens=max_new_tokens, eos_token_id=eos,
+                               pad_token_id=pad_id(tok))  # fmt: skip
+        seq = g[0, len(p) :].tolist()
+        stopped = any(t in eos for t in seq)
+        if stopped:
+            seq = seq[: min(seq.index(t) for t in eos if t in seq)]
+        out.append((seq, stopped))
+    return out
+
+
+@pytest.mark.parametrize("prefill", ["per-prompt cache", "padded batch"])
+def test_batched_generation_equals_one_at_a_time(smollm, tokenizer, monkeypatch, prefill):
+    from clinitune import generate as gen
+
+    used: list[bool] = []
+    real = gen._prefilled_cache
+
+    def spy(*a, **k):
+        cache = real(*a, **k) if prefill == "per-prompt cache" else None
+        used.append(cache is not None)
+        return cache
+
+    monkeypatch.setattr(gen, "_prefilled_cache", spy)
+    texts = [
+        "Patient reports chest pain radiating to the left arm since this morning.",
+        "Assessment:",
+        "The patient is a 67-year-old woman with shortness of breath and leg swelling for "
+        "three days; she has a history of heart failure and missed her diuretic.",
+        "Plan: CBC, BMP, troponin, ECG.",
+    ]
+    prompts = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    prompts.append(prompts[0][:1])  # a one-token prompt: nothing to prefill, all padding
+    batched = gen.generate_batched(smollm, tokenizer, prompts, batch_size=3, max_new_tokens=10,
+                                   device="cpu", desc="gen")  # fmt: skip
+    assert batched == _one_at_a_time(smollm, tokenizer, prompts, 10)
+    assert used and all(u == (prefill == "per-prompt cache") for u in used)
