@@ -33,19 +33,9 @@ def _one_at_a_time(model, tok, prompts, max_new_tokens):
     return out
 
 
-@pytest.mark.parametrize("prefill", ["per-prompt cache", "padded batch"])
-def test_batched_generation_equals_one_at_a_time(smollm, tokenizer, monkeypatch, prefill):
+def test_batched_generation_equals_one_at_a_time(smollm, tokenizer):
     from clinitune import generate as gen
 
-    used: list[bool] = []
-    real = gen._prefilled_cache
-
-    def spy(*a, **k):
-        cache = real(*a, **k) if prefill == "per-prompt cache" else None
-        used.append(cache is not None)
-        return cache
-
-    monkeypatch.setattr(gen, "_prefilled_cache", spy)
     texts = [
         "Patient reports chest pain radiating to the left arm since this morning.",
         "Assessment:",
@@ -54,8 +44,7 @@ def test_batched_generation_equals_one_at_a_time(smollm, tokenizer, monkeypatch,
         "Plan: CBC, BMP, troponin, ECG.",
     ]
     prompts = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    prompts.append(prompts[0][:1])  # a one-token prompt: nothing to prefill, all padding
+    prompts.append(prompts[0][:1])  # a one-token prompt: the most padding in its batch
     batched = gen.generate_batched(smollm, tokenizer, prompts, batch_size=3, max_new_tokens=10,
                                    device="cpu", desc="gen")  # fmt: skip
     assert batched == _one_at_a_time(smollm, tokenizer, prompts, 10)
-    assert used and all(u == (prefill == "per-prompt cache") for u in used)

@@ -198,15 +198,7 @@ def generate_batched(
 ) -> list[tuple[list[int], bool]]:
     """Greedy continuations of token-id prompts, in input order: (new tokens without the stop
     token, stopped by itself). Prompts are batched by length and left-padded, so a batch of 8
-    costs about one forward pass per new token instead of eight.
-
-    The prompts of a batch are prefilled one at a time (all but their last token) and their KV
-    caches stacked, left-padded, into the cache ``generate`` continues from: a padded batch
-    prefill would spend compute on the padding (~30% on dialogue prompts of mixed lengths) and
-    take SDPA's masked path, while prefill is the compute-bound part of generation on a CPU.
-    ``generate`` still does the rest (last prompt token, logits processors, stopping), so the
-    tokens are those of a plain padded batch. Models whose cache is not a plain per-layer KV
-    cache (sliding-window or recurrent layers) use the padded batch prefill."""
+    costs about one forward pass per new token instead of eight."""
     import torch
 
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
@@ -224,11 +216,6 @@ def generate_batched(
             device=device,
         )
         with torch.inference_mode():
-            cache = (
-                _prefilled_cache(model, [prompts[i] for i in batch], width, device)
-                if len(batch) > 1
-                else None
-            )
             gen = model.generate(
                 input_ids=ids,
                 attention_mask=mask,
@@ -236,7 +223,6 @@ def generate_batched(
                 max_new_tokens=max_new_tokens,
                 eos_token_id=eos,
                 pad_token_id=pad,
-                **({"past_key_values": cache} if cache is not None else {}),
             )
         for i, seq in zip(batch, gen[:, width:].tolist(), strict=True):
             stopped = any(t in eos for t in seq)
@@ -244,44 +230,6 @@ def generate_batched(
                 seq = seq[: min(seq.index(t) for t in eos if t in seq)]
             out[i] = (seq, stopped)
     return out
-
-
-def _prefilled_cache(model: Any, prompts: list[list[int]], width: int, device: str) -> Any:
-    """A ``DynamicCache`` holding, for each prompt left-padded to ``width``, the keys and values
-    of all its tokens but the last (zeros at the padding, which the attention mask hides),
-    computed one prompt at a time; None when the model's cache layers are not plain KV layers.
-    Keys carry their RoPE positions 0..len-2, the positions ``generate`` derives from the
-    attention mask for the same tokens."""
-    import torch
-    from transformers import DynamicCache
-
-    rows: list[list[tuple[Any, Any]] | None] = []
-    for p in prompts:
-        if len(p) < 2:
-            rows.append(None)  # nothing to cache: all padding
-            continue
-        out = model(input_ids=torch.tensor([p[:-1]], device=device), use_cache=True)
-        layers = getattr(out.past_key_values, "layers", None)
-        if not layers or any(type(layer).__name__ != "DynamicLayer" for layer in layers):
-            return None
-        rows.append([(layer.keys, layer.values) for layer in layers])
-    ref = next((r for r in rows if r is not None), None)
-    if ref is None:
-        return None
-    stacked = []
-    for li, (k0, v0) in enumerate(ref):
-        ks, vs = [], []
-        for r in rows:
-            if r is None:
-                ks.append(k0.new_zeros((1, k0.shape[1], width - 1, k0.shape[3])))
-                vs.append(v0.new_zeros((1, v0.shape[1], width - 1, v0.shape[3])))
-                continue
-            k, v = r[li]
-            gap = width - 1 - k.shape[2]
-            ks.append(torch.nn.functional.pad(k, (0, 0, gap, 0)))
-            vs.append(torch.nn.functional.pad(v, (0, 0, gap, 0)))
-        stacked.append((torch.cat(ks), torch.cat(vs)))
-    return DynamicCache(ddp_cache_data=stacked, config=model.config)
 
 
 def _stop_ids(tok: Any, model: Any) -> list[int]:
