@@ -238,7 +238,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=200, help="MMLU medical questions")
     ap.add_argument("--gen-n", type=int, default=16, help="prompts for the generation benchmark")
-    ap.add_argument("--max-new-tokens", type=int, default=64)
+    from clinitune.recipe import GenerationSpec
+
+    ap.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=GenerationSpec.model_fields["max_new_tokens"].default,
+        help="the recipe's default for note generation unless given (the paper recipes use "
+        "512 and 1024)",
+    )
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--seed", type=int, default=0)
