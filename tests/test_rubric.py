@@ -60,3 +60,21 @@ def test_rubric_tracks_human_scores_on_the_mts_correlation_study(shared_data):
     # measured 0.650 and 0.229 (benchmarks/RESULTS.md); ROUGE-1 baselines 0.602 and 0.099
     assert c["missed_rate~OmissionRate"]["rho"] > 0.5
     assert c["incorrect_rate~HallucinationRate"]["rho"] > 0.15
+
+
+def test_one_negation_scope_for_both_concept_metrics():
+    """NegEx-style scope shared by the rubric's concepts and concept F1: a cue negates the next
+    5 tokens, "and" does not end the scope, "but" and sentence punctuation do."""
+    from clinitune.evaluate.negation import negated
+    from clinitune.evaluate.rubric import concepts
+    from clinitune.evaluate.semantic import medical_concepts
+
+    text = "denies fever chills and night sweats but has cough . no rash"
+    toks = text.split(" ")
+    assert [t for t, n in zip(toks, negated(toks), strict=True) if n] == [
+        "fever", "chills", "and", "night", "sweats", "rash",
+    ]  # fmt: skip
+    text = "Denies chest pain and asthma but reports cough. Takes aspirin."
+    assert {"no:chest", "no:pain", "no:asthma", "cough", "aspirin"} <= concepts(text)
+    med = medical_concepts(text)
+    assert "no:chest pain" in med and "no:asthma" in med and "drug:aspirin" in med

@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from clinitune.errors import StageError
+from clinitune.evaluate.negation import CUES, PUNCT, negated
 from clinitune.evaluate.registry import EvalContext, LoadedModel, register
 from clinitune.evaluate.rouge import load_generations
 from clinitune.progress import track
@@ -33,13 +34,8 @@ from clinitune.progress import track
 # scikit-learn's English stop words, minus words that carry clinical meaning here
 _KEEP = {"no", "not", "nor", "none", "never", "without", "left", "right", "first", "last",
          "front", "back", "side", "bottom", "top", "full", "empty", "ill", "well"}  # fmt: skip
-_NEG = re.compile(
-    r"^(?:no|not|denies|denied|deny|without|negative|nor|never|none|absent|free)$", re.I
-)
-_NEG_END = re.compile(r"^(?:but|however|although|except|and|which|who|with)$", re.I)
 _UNITS = r"(?:mg|mcg|g|kg|ml|l|mmhg|bpm|%|cm|mm|units?|iu|meq|mmol|days?|weeks?|months?|years?|hours?|times?|tabs?|tablets?|puffs?)"  # noqa: E501
 _TOKEN = re.compile(rf"\d+(?:\.\d+)?\s*{_UNITS}\b|\d+(?:\.\d+)?|[a-z][a-z'-]*|[.;:!?\n]", re.I)
-_SCOPE = 5  # tokens a negation cue covers (NegEx-style window), cut at punctuation
 
 
 def _stop_words() -> frozenset[str]:
@@ -64,34 +60,23 @@ def concepts(text: str) -> set[str]:
     in a dialogue is not evidence of fever): sentences ending with "?" are left out."""
     out: set[str] = set()
     sent: set[str] = set()  # concepts of the current sentence
-    neg_left = 0
-    for m in _TOKEN.finditer(text or ""):
-        tok = m.group(0).lower()
-        if tok in ".;:!?\n":
+    toks = [m.group(0).lower() for m in _TOKEN.finditer(text or "")]
+    for tok, neg in zip(toks, negated(toks), strict=True):
+        if tok in PUNCT:
             if tok != "?":
                 out |= sent
             sent = set()
-            neg_left = 0
             continue
-        if _NEG.match(tok):
-            neg_left = _SCOPE
+        if tok in CUES:
             continue
-        if _NEG_END.match(tok):
-            neg_left = 0
         if tok[0].isdigit():
             c = re.sub(r"\s+", "", tok)
         else:
             tok = tok.strip("'-")
             c = _stem(tok)
             if len(tok) < 2 or tok in _STOP or c in _STOP:
-                if neg_left:
-                    neg_left -= 1
                 continue
-        if neg_left:
-            sent.add("no:" + c)
-            neg_left -= 1
-        else:
-            sent.add(c)
+        sent.add("no:" + c if neg else c)
     return out | sent
 
 

@@ -21,6 +21,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from clinitune.evaluate.negation import negated
+
 _GENERIC = {
     "disease", "diseases", "disorder", "disorders", "other", "others", "unspecified", "acute",
     "chronic", "syndrome", "condition", "conditions", "type", "stage", "site", "part", "parts",
@@ -30,8 +32,6 @@ _GENERIC = {
     "mild", "moderate", "severe", "multiple", "single", "area", "body", "level", "use",
     "personal", "family", "abnormal", "finding", "findings", "other specified",
 }  # fmt: skip
-_NEG = re.compile(r"^(?:no|not|denies|denied|deny|without|negative|never|absent|free)$")
-_END = re.compile(r"^(?:but|however|although|except|which|who)$")
 _WORD = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*|[.;:!?\n]")
 _MAX_N = 6
 
@@ -65,16 +65,7 @@ def medical_concepts(text: str) -> set[str]:
     terms = _icd_terms()
     toks = _WORD.findall((text or "").lower())
     out: set[str] = set()
-    neg = [False] * len(toks)
-    left = 0
-    for i, t in enumerate(toks):
-        if t in ".;:!?\n" or _END.match(t):
-            left = 0
-        elif _NEG.match(t):
-            left = 5
-        elif left:
-            neg[i] = True
-            left -= 1
+    neg = negated(toks)
     i = 0
     while i < len(toks):
         for n in range(min(_MAX_N, len(toks) - i), 0, -1):
