@@ -76,3 +76,9 @@ def test_load_tokenizer_matches_autotokenizer_without_importing_torch(smollm_dir
     cfg["tokenizer_class"] = "GPT2Tokenizer"
     (other / "tokenizer_config.json").write_text(json.dumps(cfg))
     assert type(load_tokenizer(other)).__name__ != "TokenizersBackend"
+    # A generic class in tokenizer_config.json that AutoTokenizer overrides for the model type
+    # (qwen2 -> Qwen2Tokenizer) is not taken at its word either.
+    qwen = tmp_path / "qwen"
+    auto.save_pretrained(qwen)
+    (qwen / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+    assert type(load_tokenizer(qwen)) is type(AutoTokenizer.from_pretrained(qwen))

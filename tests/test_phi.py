@@ -482,3 +482,24 @@ def test_word_start_search_equals_finditer_with_boundary() -> None:
     for t in texts:
         fast = [(m.span(), m.group("n2")) for m in phi._at_word_starts(phi._PAIR, t)]
         assert fast == [(m.span(), m.group("n2")) for m in slow.finditer(t)], t
+
+
+@pytest.mark.parametrize(
+    ("text", "typ", "value"),
+    [
+        ("Social  Security: 123 45 6789", "SSN", "123 45 6789"),
+        ("Social\nSecurity Number: 123 45 6789", "SSN", "123 45 6789"),
+        ("Social\tSecurity no. 123-45 6789", "SSN", "123-45 6789"),
+        ("MR\t#: A1234567", "MRN", "A1234567"),
+        ("ZİP code: 02139", "ZIP", "02139"),  # re folds "İ" onto "i"; str.lower() does not
+        ("Zıp: 02139", "ZIP", "02139"),
+        ("Patİent: Smith was seen.", "NAME", "Smith"),
+    ],
+)
+def test_label_gates_pass_whatever_the_label_pattern_matches(
+    text: str, typ: str, value: str
+) -> None:
+    """A recognizer's gate must pass whenever its pattern can match: label gates follow the
+    patterns' whitespace (``\\s+``) and ``re``'s case folding (found in review)."""
+    found = PhiScanner().scan(text)
+    assert (typ, value) in {(f.type, text[f.start : f.end]) for f in found}

@@ -175,25 +175,39 @@ def resolve_dtype(dtype: str, device: str):  # -> torch.dtype
 
 # tokenizer_config.json classes for which AutoTokenizer returns the generic fast tokenizer
 _GENERIC_TOKENIZERS = frozenset({"TokenizersBackend", "PreTrainedTokenizerFast"})
+# Model types for which AutoTokenizer keeps a generic class named in tokenizer_config.json
+# (transformers overrides it for others, e.g. qwen2 -> Qwen2Tokenizer, which rebuilds the
+# pre-tokenizer); tests/test_models.py checks the embedded model (llama) against AutoTokenizer.
+_GENERIC_OK_MODEL_TYPES = frozenset({"llama"})
 
 
 def load_tokenizer(path: Path):
     # AutoTokenizer reads the model config to choose a class, and transformers' config modules
     # import torch (~3.5 s on the dev machine, paid by every ``prepare`` worker). When
-    # tokenizer_config.json names the generic class, which is what AutoTokenizer would return,
-    # load that class directly: the same tokenizer, without torch.
+    # tokenizer_config.json names the generic class and the model type is one for which
+    # AutoTokenizer keeps it, load that class directly: the same tokenizer, without torch.
     path = Path(path)
-    try:
-        cfg = json.loads((path / "tokenizer_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        cfg = {}
-    if cfg.get("tokenizer_class") in _GENERIC_TOKENIZERS and (path / "tokenizer.json").is_file():
+    cfg = _read_json(path / "tokenizer_config.json")
+    model_type = _read_json(path / "config.json").get("model_type")
+    if (
+        cfg.get("tokenizer_class") in _GENERIC_TOKENIZERS
+        and model_type in _GENERIC_OK_MODEL_TYPES
+        and (path / "tokenizer.json").is_file()
+    ):
         from transformers import PreTrainedTokenizerFast
 
         return PreTrainedTokenizerFast.from_pretrained(path)
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def scaled_config(path: Path, rope: Any) -> Any:

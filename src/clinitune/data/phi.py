@@ -232,10 +232,8 @@ _CITY = (
 )
 
 
-def _has(*needles: str, lower: bool = False) -> _Gate:
-    """Gate: any of the literal ``needles`` occurs (in the lower-cased text if ``lower``)."""
-    if lower:
-        return lambda text, low, memo: any(n in low for n in needles)
+def _has(*needles: str) -> _Gate:
+    """Gate: any of the literal ``needles`` occurs (case-sensitive; see ``_label`` otherwise)."""
     return lambda text, low, memo: any(n in text for n in needles)
 
 
@@ -251,6 +249,21 @@ def _finds(*patterns: str) -> _Gate:
             if not hit:
                 return False
         return True
+
+    return gate
+
+
+def _label(pattern: str) -> _Gate:
+    """Gate for a case-insensitive label (``pattern`` in lower case): searched in the lower-cased
+    text, where a literal start makes ``re`` fast. ``str.lower()`` and ``re.IGNORECASE`` agree on
+    ASCII only (``re`` also folds "ı", "İ", "ſ", "K" onto i, s, k), so other text is searched
+    with ``re.IGNORECASE``, as the recognizers' ``(?i:...)`` patterns match it."""
+    rx, rx_i = re.compile(pattern), re.compile(pattern, re.IGNORECASE)
+
+    def gate(text: str, low: str, memo: dict[str, bool]) -> bool:
+        if text.isascii():
+            return rx.search(low) is not None
+        return rx_i.search(text) is not None
 
     return gate
 
@@ -286,7 +299,7 @@ _SSN_GATE = r"\d\d\d-\d\d-\d\d\d\d"
 # ZIP after a state, and the city before it: "<state>[.][,] <5 digits>" occurs in the text.
 _STATE_ZIP_GATE = rf"(?:{_STATE_ABBR}|{_STATE_NAMES})\.?,?\s+\d\d\d\d\d"
 # Age labels, on the lower-cased text: "age[d| of][:] 9x / 1[0-4]x".
-_AGE_LABEL_GATE = re.compile(r"age(?:d|\s+of)?\s*:?\s*(?:9|1[0-4])\d")
+_AGE_LABEL_GATE = r"age(?:d|\s+of)?\s*:?\s*(?:9|1[0-4])\d"
 
 
 def _ipv6_gate(text: str, low: str, memo: dict[str, bool]) -> bool:
@@ -308,14 +321,14 @@ _BUILTIN_PATTERNS: tuple[_Recognizer, ...] = (
     (
         "SSN",
         _SSN,
-        _either(_finds(_GROUPS, _SSN_GATE), _has("ssn", "ss#", "social sec", lower=True)),
+        _either(_finds(_GROUPS, _SSN_GATE), _label(r"ssn|ss#|social\s+security")),
         None,
         None,
     ),
     (
         "MRN",
         _MRN_LABELLED,
-        _has("mrn", "mr#", "mr #", "medical record", "acct", "account", lower=True),
+        _label(r"mrn|mr\s?#|medical\s+record|acct|account"),
         None,
         None,
     ),
@@ -327,11 +340,11 @@ _BUILTIN_PATTERNS: tuple[_Recognizer, ...] = (
     (
         "AGE_OVER_89",
         _AGE_LABEL,
-        lambda text, low, memo: "age" in low and _AGE_LABEL_GATE.search(low) is not None,
+        _label(_AGE_LABEL_GATE),
         None,
         None,
     ),
-    ("AGE_OVER_89", _AGE_WORDS, _has("ninety", "hundred", lower=True), None, None),
+    ("AGE_OVER_89", _AGE_WORDS, _label("ninety|hundred"), None, None),
     (
         "ADDRESS",
         _ADDRESS,
@@ -339,7 +352,7 @@ _BUILTIN_PATTERNS: tuple[_Recognizer, ...] = (
         None,
         None,
     ),
-    ("ZIP", _ZIP, _either(_finds(_D5, _STATE_ZIP_GATE), _has("zip", lower=True)), None, None),
+    ("ZIP", _ZIP, _either(_finds(_D5, _STATE_ZIP_GATE), _label("zip")), None, None),
     ("ADDRESS", _CITY, _finds(_D5, _STATE_ZIP_GATE), None, None),
 )
 _ANCHOR_WINDOW = 20  # characters searched on each side of an anchor match
@@ -369,7 +382,7 @@ _LABEL = re.compile(
 )
 # Every _LABEL match has "name:" or "patient:" (a colon after optional whitespace) in its lower-
 # cased text; a lot cheaper to look for than to run _LABEL (which starts with ``\b``).
-_LABEL_GATE = re.compile(r"(?:name|patient)\s*:")
+_LABEL_GATE = _label(r"(?:name|patient)\s*:")
 # "<First> <Last>" (optionally "<First> A. <Last>") - overlapping pairs via a lookahead. The
 # word boundary before <First> is checked in code (``_at_word_starts``): a pattern that starts
 # with a character class is scanned ~3x faster than one that starts with ``\b``.
@@ -665,7 +678,7 @@ class PhiScanner:
             n2 = m.group("n2")
             if n2 and n2.upper() in last and not common_word(n2):
                 add(m, "n2")
-        if _LABEL_GATE.search(low) is not None:
+        if _LABEL_GATE(text, low, {}):
             for m in _LABEL.finditer(text):
                 # A bare "Patient:" is also a speaker tag in transcripts ("Patient: No, I ...");
                 # after it, only lexicon names that are not ordinary words count. "Name:" and
