@@ -127,3 +127,52 @@ def test_mention_task_through_prepare(tmp_path, tiny_model_dir):
         if json.loads(x)["task"] == "arrest"
     ]
     assert len(labels) == 20 and set(labels) <= {"yes", "no"}
+
+
+def test_section_headers_extend_the_lexicon_from_the_recipe(tmp_path, tiny_model_dir):
+    """``data.section_headers`` adds spellings (to a canonical section or a new one) that the
+    mdm task and the data card then see; a task naming an undefined section is refused."""
+    path = tmp_path / "notes.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "mrn", "note"])
+        for i in range(6):
+            w.writerow([f"n{i}", f"p{i}",
+                        f"REASON FOR ENCOUNTER: fall {i}\nHPI: tripped on stairs.\n"
+                        f"NURSING TRIAGE: ESI {i % 3 + 2}, ambulatory.\n"
+                        f"Clinical reasoning: no fracture; discharge home {i}.\n"])  # fmt: skip
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"""name: headers
+model: {{name: {tiny_model_dir}}}
+data:
+  sources:
+    - {{name: ed, path: {path}, columns: {{note_id: id, patient_id: mrn, text: note}},
+       tasks: [ed_mdm]}}
+  tasks:
+    ed_mdm: {{type: mdm, inputs: [chief_complaint, hpi, triage], targets: [mdm]}}
+  section_headers: {{reason for encounter: chief_complaint, nursing triage: triage,
+                     clinical reasoning: mdm}}
+  phi: {{policy: report}}
+  split: {{valid: 0.0, test: 0.0}}
+train: [{{name: sft, kind: sft, tasks: [ed_mdm], max_steps: 1}}]
+evaluate: {{models: [base]}}
+"""
+    )
+    r = load_recipe(str(recipe), [f"run_dir={tmp_path / 'run'}", "data.workers=1"])
+    res = prepare(r, RunLayout(r.run_path), force=True)
+    assert res.manifest["counts"]["tasks"]["ed_mdm<-ed"]["records"] == 6
+    recs = [
+        json.loads(x) for x in (res.out_dir / "records" / "train.jsonl").read_text().splitlines()
+    ]
+    assert all("ESI" in x["input"] and "fall" in x["input"] for x in recs)
+    assert all(x["completion"].startswith("no fracture;") for x in recs)
+    card = json.loads((res.out_dir / "data_card.json").read_text())
+    assert "triage" in json.dumps(card)
+    # without the new name defined, the task's section is unknown: a recipe error
+    from clinitune.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="unknown section 'triage'"):
+        load_recipe(str(recipe), [f"run_dir={tmp_path / 'run'}", "data.section_headers={}"])
+    with pytest.raises(RecipeError, match="extra lexicon key"):
+        load_recipe(str(recipe), ["data.section_headers={'x': 'Not Snake'}"])

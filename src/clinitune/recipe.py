@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import importlib.resources
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,7 +20,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from clinitune.data.sections import CANONICAL_SECTIONS, PRESENTATION_SECTIONS
+from clinitune.data.sections import CANONICAL_SECTIONS, PRESENTATION_SECTIONS, build_lexicon
 from clinitune.errors import RecipeError
 
 PKG_PREFIX = "pkg://"
@@ -128,10 +129,14 @@ class SourceSpec(Strict):
         return {**data, "columns": merged}
 
 
+def _flat_sections(v: list[Any]) -> list[str]:
+    return [x for t in v for x in (t if isinstance(t, list) else [t])]
+
+
 def _check_sections(v: list[Any]) -> list[Any]:
-    """Section names (or groups of them) must be canonical names of ``data.sections``."""
-    flat = [x for t in v for x in (t if isinstance(t, list) else [t])]
-    bad = [s for s in flat if s not in CANONICAL_SECTIONS]
+    """Section names (or groups of them) are snake_case; that each is a canonical name or one
+    that ``data.section_headers`` defines is checked by ``DataSpec``."""
+    bad = [s for s in _flat_sections(v) if not re.fullmatch(r"[a-z][a-z0-9_]*", s)]
     if bad:
         raise ValueError(f"unknown section {bad[0]!r}; known: {', '.join(CANONICAL_SECTIONS)}")
     return v
@@ -354,6 +359,18 @@ class DataSpec(Strict):
     per-chunk steps; ``datatrove_slurm``: its SlurmPipelineExecutor, one array task per chunk,
     set up by ``slurm`` (install ``clinitune[cluster]``; docs/cluster.md)."""
     slurm: SlurmSpec | None = None
+    section_headers: dict[str, str] = Field(default_factory=dict)
+    """Extra section header spellings -> section name, added to the built-in lexicon (157
+    spellings of 27 canonical sections; an extra spelling wins over a built-in one). The name is
+    a canonical one (``"triage": chief_complaint``) or a new snake_case name, which tasks can
+    then use in ``inputs`` / ``targets``. Spellings match case- and decoration-insensitively,
+    on their own line or inline before a colon, like the built-in ones."""
+
+    @field_validator("section_headers")
+    @classmethod
+    def _headers(cls, v: dict[str, str]) -> dict[str, str]:
+        build_lexicon(v)  # raises ValueError naming a bad entry
+        return v
 
     @model_validator(mode="after")
     def _refs(self) -> DataSpec:
@@ -369,6 +386,15 @@ class DataSpec(Strict):
         for f in self.phi.name_fields:
             if not any(f in s.columns.meta for s in self.sources):
                 raise ValueError(f"phi.name_fields: {f!r} is not a columns.meta field of a source")
+        known = set(CANONICAL_SECTIONS) | set(self.section_headers.values())
+        for name, task in self.tasks.items():
+            for fld in ("inputs", "targets"):
+                bad = [x for x in _flat_sections(getattr(task, fld, None) or []) if x not in known]
+                if bad:
+                    raise ValueError(
+                        f"tasks.{name}.{fld}: unknown section {bad[0]!r}; known: "
+                        f"{', '.join(sorted(known))} (new names: data.section_headers)"
+                    )
         if self.executor == "datatrove_slurm" and self.slurm is None:
             raise ValueError("executor datatrove_slurm needs a slurm: section (partition, ...)")
         if self.mix:

@@ -195,6 +195,15 @@ def _data_spec(data: dict[str, Any]) -> Any:
     return _CACHE[key]
 
 
+def _lexicon(extra: dict[str, str]) -> Any:
+    key = "lexicon:" + json.dumps(extra, sort_keys=True)
+    if key not in _CACHE:
+        from clinitune.data.sections import build_lexicon
+
+        _CACHE[key] = build_lexicon(extra)
+    return _CACHE[key]
+
+
 def build_chunk(job: dict[str, Any]) -> dict[str, Any]:
     """Records and token rows of one chunk's surviving notes.
 
@@ -211,6 +220,10 @@ def build_chunk(job: dict[str, Any]) -> dict[str, Any]:
     if job["keep"] is not None:
         keep = np.load(job["keep"])
         notes = [n for n, k in zip(notes, keep, strict=True) if k]
+    if data.section_headers:
+        lexicon = _lexicon(data.section_headers)
+        for n in notes:
+            n.lexicon = lexicon
     out = Path(job["out"])
     out.mkdir(parents=True, exist_ok=True)
 

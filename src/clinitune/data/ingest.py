@@ -13,7 +13,7 @@ import json
 import re
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -32,12 +32,15 @@ class Note:
     text: str
     dialogue: str | None = None
     meta: dict[str, str] = field(default_factory=dict)
+    lexicon: Mapping[str, str] | None = field(default=None, repr=False, compare=False)
+    """Header lexicon for ``sections`` (``data.section_headers`` added to the built-in one);
+    None = the built-in lexicon."""
 
     @cached_property
     def sections(self) -> dict[str, str]:
         """Canonical section name -> body, parsed once and shared by the data card and every
         task builder. Read it only after the PHI gate, the last step that rewrites ``text``."""
-        return sections_dict(split_sections(self.text))
+        return sections_dict(split_sections(self.text, self.lexicon))
 
 
 @dataclass

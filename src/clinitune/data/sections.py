@@ -215,11 +215,17 @@ def _build_default() -> dict[str, str]:
 
 
 HEADER_LEXICON: dict[str, str] = _build_default()
+_DEFAULT_MAX_KEY = max(len(k) for k in HEADER_LEXICON)
 
 
-def build_lexicon(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+class Lexicon(dict[str, str]):
+    """A header lexicon whose keys are already normalized (``normalize_header``), as
+    ``build_lexicon`` returns it: ``split_sections`` uses it as is, without re-normalizing."""
+
+
+def build_lexicon(extra: Mapping[str, str] | None = None) -> Lexicon:
     """Return ``HEADER_LEXICON`` plus ``extra`` (extras win); validates extra entries."""
-    lex = dict(HEADER_LEXICON)
+    lex = Lexicon(HEADER_LEXICON)
     for key, value in (extra or {}).items():
         norm = normalize_header(key) if isinstance(key, str) else ""
         if not norm:
@@ -271,6 +277,12 @@ def _match_line(
     return name, key, header, body
 
 
+def _max_key(lex: Mapping[str, str]) -> int:
+    if lex is HEADER_LEXICON:
+        return _DEFAULT_MAX_KEY
+    return max((len(k) for k in lex), default=0)
+
+
 def split_sections(text: str, lexicon: Mapping[str, str] | None = None) -> list[Section]:
     """Split ``text`` into sections in document order.
 
@@ -282,9 +294,11 @@ def split_sections(text: str, lexicon: Mapping[str, str] | None = None) -> list[
         return []
     if lexicon is None:
         lex: Mapping[str, str] = HEADER_LEXICON
+    elif isinstance(lexicon, Lexicon):
+        lex = lexicon
     else:
         lex = {nk: v for k, v in lexicon.items() if (nk := normalize_header(k))}
-    max_key = max((len(k) for k in lex), default=0)
+    max_key = _max_key(lex)
 
     # (name, header, header_line_start, body_start)
     hits: list[tuple[str, str, int, int]] = []
