@@ -92,20 +92,26 @@ def nll_per_example(
     return out
 
 
-def _ppl(loss: float) -> float:
+def ppl(loss: float) -> float:
+    """exp(loss), inf instead of an overflow."""
     return math.exp(loss) if loss < 700 else float("inf")
 
 
-@register("held_out")
-def held_out(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
-    rows = sample_rows(ctx)
-    nll = nll_per_example(m.model, rows, ctx.device, f"held-out loss [{m.label}]")
+def task_sums(rows: list[dict[str, Any]], nll: list[Any]) -> dict[str, list[float]]:
+    """task -> [summed NLL, tokens, rows], in task order."""
     by_task: dict[str, list[float]] = {}
     for r, (s, n) in zip(rows, nll, strict=True):
         acc = by_task.setdefault(r["task"], [0.0, 0, 0])
         acc[0] += s
         acc[1] += n
         acc[2] += 1
+    return dict(sorted(by_task.items()))
+
+
+@register("held_out")
+def held_out(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
+    rows = sample_rows(ctx)
+    nll = nll_per_example(m.model, rows, ctx.device, f"held-out loss [{m.label}]")
     total_nll = sum(s for s, _ in nll)
     total_n = sum(n for _, n in nll)
     if total_n == 0:
@@ -113,17 +119,17 @@ def held_out(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
     loss = total_nll / total_n
     return {
         "loss": loss,
-        "perplexity": _ppl(loss),
+        "perplexity": ppl(loss),
         "tokens": total_n,
         "examples": len(rows),
         "by_task": {
             t: {
                 "loss": v[0] / v[1],
-                "perplexity": _ppl(v[0] / v[1]),
+                "perplexity": ppl(v[0] / v[1]),
                 "tokens": v[1],
                 "examples": v[2],
             }
-            for t, v in sorted(by_task.items())
+            for t, v in task_sums(rows, nll).items()
         },
         "per_example": [
             {"task": r["task"], "note_id": r["note_id"], "nll": s, "tokens": n}

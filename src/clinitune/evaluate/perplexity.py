@@ -13,13 +13,12 @@ over documents.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from clinitune.data.pack import ChatFormatter
 from clinitune.data.prepare import read_records
 from clinitune.errors import StageError
-from clinitune.evaluate.heldout import nll_per_example
+from clinitune.evaluate.heldout import nll_per_example, ppl, task_sums
 from clinitune.evaluate.registry import EvalContext, LoadedModel, register
 from clinitune.generate import sample_per_task
 
@@ -85,14 +84,8 @@ def perplexity(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
         per_doc[d][1] += n
     total = sum(s for s, _ in per_doc)
     n_tok = sum(int(n) for _, n in per_doc)
-    by_task: dict[str, list[float]] = {}
-    for r, (s, n) in zip(docs, per_doc, strict=True):
-        acc = by_task.setdefault(r["task"], [0.0, 0, 0])
-        acc[0] += s
-        acc[1] += n
-        acc[2] += 1
     return {
-        "perplexity": _exp(total / n_tok),
+        "perplexity": ppl(total / n_tok),
         "loss": total / n_tok,
         "tokens": n_tok,
         "documents": len(docs),
@@ -100,15 +93,11 @@ def perplexity(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
         "stride": stride,
         "documents_longer_than_window": sum(n > window for n in lengths),
         "by_task": {
-            t: {"perplexity": _exp(v[0] / v[1]), "tokens": v[1], "documents": v[2]}
-            for t, v in sorted(by_task.items())
+            t: {"perplexity": ppl(v[0] / v[1]), "tokens": v[1], "documents": v[2]}
+            for t, v in task_sums(docs, per_doc).items()
         },
         "per_example": [
             {"task": r["task"], "note_id": r["note_id"], "nll": s, "tokens": n}
             for r, (s, n) in zip(docs, per_doc, strict=True)
         ],
     }
-
-
-def _exp(x: float) -> float:
-    return math.exp(x) if x < 700 else float("inf")
