@@ -302,13 +302,14 @@ _STATE_ZIP_GATE = rf"(?:{_STATE_ABBR}|{_STATE_NAMES})\.?,?\s+\d\d\d\d\d"
 _AGE_LABEL_GATE = r"age(?:d|\s+of)?\s*:?\s*(?:9|1[0-4])\d"
 
 
+_IPV6_GATE = re.compile(r":[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:")
+
+
 def _ipv6_gate(text: str, low: str, memo: dict[str, bool]) -> bool:
     # The full form has 7 colons in a row of hex groups; clock times ("17:45") make a bare count
     # of colons pass in nearly every note.
     return text.count(":") >= 7 and _IPV6_GATE.search(text) is not None
 
-
-_IPV6_GATE = re.compile(r":[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:")
 
 _BUILTIN_PATTERNS: tuple[_Recognizer, ...] = (
     # (type, pattern, gate, post-check or None, anchor pattern or None)

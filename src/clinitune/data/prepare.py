@@ -45,7 +45,7 @@ from clinitune.data.executor import Pool, run_chunks
 from clinitune.data.ingest import Note, SourceReader
 from clinitune.data.split import SPLITS
 from clinitune.errors import StageError
-from clinitune.models import load_tokenizer, model_identity, resolve_model
+from clinitune.models import model_identity, resolve_model
 from clinitune.progress import track
 from clinitune.recipe import Recipe
 from clinitune.run import (
@@ -620,16 +620,7 @@ def prepare(recipe: Recipe, layout: RunLayout, *, force: bool = False) -> Prepar
             "warnings": warnings,
             "mix": mix_report,
             "chunks": len(chunks),
-            "tokenizer": built[0]["tokenizer_info"] if built else _tokenizer_info(model_path),
+            "tokenizer": built[0]["tokenizer_info"],  # every build worker loads it
         },
     )
     return PrepareResult(out, manifest, skipped=False)
-
-
-def _tokenizer_info(model_path: Path) -> dict[str, Any]:
-    tok = load_tokenizer(model_path)
-    return {
-        "name_or_path": str(model_path),
-        "vocab_size": len(tok),
-        "eos_token_id": tok.eos_token_id,
-    }

@@ -214,18 +214,22 @@ def _build_default() -> dict[str, str]:
     return lex
 
 
-HEADER_LEXICON: dict[str, str] = _build_default()
-_DEFAULT_MAX_KEY = max(len(k) for k in HEADER_LEXICON)
-
-
 class Lexicon(dict[str, str]):
     """A header lexicon whose keys are already normalized (``normalize_header``), as
-    ``build_lexicon`` returns it: ``split_sections`` uses it as is, without re-normalizing."""
+    ``build_lexicon`` returns it: ``split_sections`` uses it as is, without re-normalizing.
+    Built once, not modified afterwards (``max_key`` is taken at construction)."""
+
+    def __init__(self, entries: Mapping[str, str]) -> None:
+        super().__init__(entries)
+        self.max_key = max((len(k) for k in self), default=0)
+
+
+HEADER_LEXICON: Lexicon = Lexicon(_build_default())
 
 
 def build_lexicon(extra: Mapping[str, str] | None = None) -> Lexicon:
     """Return ``HEADER_LEXICON`` plus ``extra`` (extras win); validates extra entries."""
-    lex = Lexicon(HEADER_LEXICON)
+    lex = dict(HEADER_LEXICON)
     for key, value in (extra or {}).items():
         norm = normalize_header(key) if isinstance(key, str) else ""
         if not norm:
@@ -236,7 +240,7 @@ def build_lexicon(extra: Mapping[str, str] | None = None) -> Lexicon:
                 "section name nor a snake_case name"
             )
         lex[norm] = value
-    return lex
+    return Lexicon(lex)
 
 
 def _match_line(
@@ -277,12 +281,6 @@ def _match_line(
     return name, key, header, body
 
 
-def _max_key(lex: Mapping[str, str]) -> int:
-    if lex is HEADER_LEXICON:
-        return _DEFAULT_MAX_KEY
-    return max((len(k) for k in lex), default=0)
-
-
 def split_sections(text: str, lexicon: Mapping[str, str] | None = None) -> list[Section]:
     """Split ``text`` into sections in document order.
 
@@ -293,12 +291,12 @@ def split_sections(text: str, lexicon: Mapping[str, str] | None = None) -> list[
     if not text or not text.strip():
         return []
     if lexicon is None:
-        lex: Mapping[str, str] = HEADER_LEXICON
+        lex = HEADER_LEXICON
     elif isinstance(lexicon, Lexicon):
         lex = lexicon
     else:
-        lex = {nk: v for k, v in lexicon.items() if (nk := normalize_header(k))}
-    max_key = _max_key(lex)
+        lex = Lexicon({nk: v for k, v in lexicon.items() if (nk := normalize_header(k))})
+    max_key = lex.max_key
 
     # (name, header, header_line_start, body_start)
     hits: list[tuple[str, str, int, int]] = []
