@@ -130,16 +130,9 @@ class SourceSpec(Strict):
 
 
 def _flat_sections(v: list[Any]) -> list[str]:
+    """Section names of a task's ``inputs`` / ``targets`` (targets are groups of names); that
+    each is canonical or defined by ``data.section_headers`` is checked by ``DataSpec``."""
     return [x for t in v for x in (t if isinstance(t, list) else [t])]
-
-
-def _check_sections(v: list[Any]) -> list[Any]:
-    """Section names (or groups of them) are snake_case; that each is a canonical name or one
-    that ``data.section_headers`` defines is checked by ``DataSpec``."""
-    bad = [s for s in _flat_sections(v) if not re.fullmatch(r"[a-z][a-z0-9_]*", s)]
-    if bad:
-        raise ValueError(f"unknown section {bad[0]!r}; known: {', '.join(CANONICAL_SECTIONS)}")
-    return v
 
 
 class MdmTask(Strict):
@@ -162,11 +155,6 @@ class MdmTask(Strict):
     @classmethod
     def _groups(cls, v: Any) -> Any:
         return [[t] if isinstance(t, str) else t for t in v] if isinstance(v, list) else v
-
-    @field_validator("inputs", "targets")
-    @classmethod
-    def _known_sections(cls, v: list[Any]) -> list[Any]:
-        return _check_sections(v)
 
     @model_validator(mode="after")
     def _no_answer_in_prompt(self) -> MdmTask:
@@ -215,11 +203,6 @@ class DiagnosisTask(Strict):
     code_field: str | None = None
     """Meta field with the ICD-10-CM code (e.g. I46.9)."""
     instruction: str = "Based on the patient presentation below, what is the most likely diagnosis?"
-
-    @field_validator("inputs")
-    @classmethod
-    def _known_sections(cls, v: list[str]) -> list[str]:
-        return _check_sections(v)
 
     @model_validator(mode="after")
     def _some_label(self) -> DiagnosisTask:
@@ -289,7 +272,6 @@ class PhiSpec(Strict):
     @field_validator("extra_patterns")
     @classmethod
     def _compile(cls, v: dict[str, str]) -> dict[str, str]:
-        import re
 
         for k, pat in v.items():
             try:
