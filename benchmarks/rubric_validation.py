@@ -1,5 +1,6 @@
-"""Validate the concept-level rubric (missed / incorrect / irrelevant information) against
-human fact-level scores, and check that it moves the right way under perturbations.
+"""Validate the rubric (missed / incorrect / irrelevant information; concept level, or by
+claims with a judge) against human fact-level scores, and check that it moves the right way
+under perturbations.
 
 1. **Correlation study.** MTS-Dialog's ``Correlation-Study``: 400 system summaries of validation
    dialogues (``MTS-Dialog-Automatic-Summaries-ValidationSet.csv``: ID, Dialogue, Reference
@@ -15,7 +16,10 @@ human fact-level scores, and check that it moves the right way under perturbatio
    should rise; multiply a dose by ten -> incorrect should rise. Reported: the share of edited
    notes where the metric rose, and its mean change.
 
-Usage: ``.venv/bin/python benchmarks/rubric_validation.py [--out rubric_validation.json]``
+Usage: ``.venv/bin/python benchmarks/rubric_validation.py [--out rubric_validation.json]``;
+with a judge: ``--judge-url URL --judge-model M`` (OpenAI-compatible endpoint) or
+``--judge-local MODEL [--claims sentences] [--verdicts scores]``, with ``--limit N`` rows and
+``--perturbation-limit N`` edited notes per perturbation to bound the time.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import random
 import re
+import time
 from pathlib import Path
 
 from scipy.stats import spearmanr
@@ -48,7 +54,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 def correlation_study(study: Path, judge=None, limit: int | None = None) -> dict:
     """``judge``: a :class:`clinitune.evaluate.judge.Judge` to score by claims instead of
-    concepts (``--judge-url``); ``limit``: the first rows only (a judge is slow)."""
+    concepts; ``limit``: a seeded random sample of that many rows (a judge is slow)."""
     from rouge_score import rouge_scorer
 
     from clinitune.evaluate.judge import judged_rubric
@@ -58,8 +64,11 @@ def correlation_study(study: Path, judge=None, limit: int | None = None) -> dict
     if len(sums) != len(human):
         raise SystemExit(f"row counts differ: {len(sums)} summaries vs {len(human)} scores")
     scorer = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=True)
-    if limit:
-        sums, human = sums[:limit], human[:limit]
+    if limit and limit < len(sums):
+        # a seeded random sample: the file is ordered by system, so its first rows would be
+        # one system's summaries only
+        keep = sorted(random.Random(0).sample(range(len(sums)), limit))
+        sums, human = [sums[i] for i in keep], [human[i] for i in keep]
     ours, rouge, gold = [], [], []
     for i, (s, h) in enumerate(zip(sums, human, strict=True)):
         args3 = (s["Dialogue"], s["Reference Summary"], s["Automatic Summary"])
@@ -107,7 +116,10 @@ def _sentences(text: str) -> list[str]:
     return [s for s in re.split(r"(?<=[.!?])\s+|\n+", text) if s.strip()]
 
 
-def perturbations(study: Path) -> dict:
+def perturbations(study: Path, judge=None, limit: int | None = None) -> dict:
+    """``limit``: at most this many edited notes per perturbation (a judge is slow)."""
+    from clinitune.evaluate.judge import judged_rubric
+
     rows = read_csv(study / "MTS-Dialog-Automatic-Summaries-ValidationSet.csv")
     seen, refs = set(), []
     for r in rows:  # each reference appears once per system: use each once
@@ -150,8 +162,14 @@ def perturbations(study: Path) -> dict:
             new = edit(ref)
             if new is None or new == ref:
                 continue
-            before = rubric(dialogue, ref, ref)[key]
-            after = rubric(dialogue, ref, new)[key]
+            if limit and len(deltas) >= limit:
+                break
+            if judge is not None:
+                before = judged_rubric(judge, dialogue, ref, ref, f"{name}: before")[key]
+                after = judged_rubric(judge, dialogue, ref, new, f"{name}: after")[key]
+            else:
+                before = rubric(dialogue, ref, ref)[key]
+                after = rubric(dialogue, ref, new)[key]
             deltas.append(after - before)
         out[name] = {
             "metric": key,
@@ -169,20 +187,52 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     ap.add_argument("--judge-url", help="OpenAI-compatible endpoint: score by claims")
     ap.add_argument("--judge-model", default="default")
-    ap.add_argument("--limit", type=int, default=None, help="first N rows only")
+    ap.add_argument(
+        "--judge-local",
+        metavar="MODEL",
+        help="a local model (path, hub id in the cache, or smollm2-135m-instruct) as judge",
+    )
+    ap.add_argument("--claims", choices=["model", "sentences"], default="model")
+    ap.add_argument("--verdicts", choices=["generate", "scores"], default="generate")
+    ap.add_argument("--calibrate", action="store_true", help="contextual calibration (scores)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--limit", type=int, default=None, help="a random sample of N rows (seed 0)")
+    ap.add_argument(
+        "--perturbation-limit", type=int, default=None, help="edited notes per perturbation"
+    )
     args = ap.parse_args()
     study = Path(args.study)
     judge = None
-    if args.judge_url:
+    if args.judge_url or args.judge_local:
         from clinitune.evaluate.judge import Judge
         from clinitune.recipe import JudgeSpec
 
-        judge = Judge(JudgeSpec(kind="openai", model=args.judge_model, url=args.judge_url))
+        kind = "openai" if args.judge_url else "local"
+        spec = JudgeSpec(
+            kind=kind,
+            model=args.judge_local or args.judge_model,
+            url=args.judge_url,
+            claims=args.claims,
+            verdicts=args.verdicts,
+            calibrate=args.calibrate,
+        )
+        judge = Judge(spec, device=args.device)
+    t0 = time.perf_counter()
+    corr = correlation_study(study, judge, args.limit)
+    t1 = time.perf_counter()
     res = {
-        "method": "judge" if judge else "concepts",
-        "correlation": correlation_study(study, judge, args.limit),
-        "perturbations": perturbations(study),
+        "method": (
+            f"judge {judge.spec.kind}:{judge.spec.model} (claims {judge.spec.claims}, "
+            f"verdicts {judge.spec.verdicts}{', calibrated' if judge.spec.calibrate else ''})"
+            if judge
+            else "concepts"
+        ),
+        "correlation": corr,
+        "perturbations": perturbations(study, judge, args.perturbation_limit),
+        "seconds": {"correlation": round(t1 - t0, 1), "perturbations": 0.0},
     }
+    res["seconds"]["perturbations"] = round(time.perf_counter() - t1, 1)
+    print(f"method: {res['method']}; {res['seconds']}")
     c = res["correlation"]
     print(f"MTS-Dialog correlation study, {c['rows']} system summaries (Spearman rho, p):")
     for k, v in c.items():

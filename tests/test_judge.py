@@ -139,3 +139,81 @@ def test_a_local_judge_that_answers_nonsense_fails_clearly(tiny_model_dir):
     with pytest.raises(JudgeError, match=r"judge call n1/claims: malformed JSON .* after 2"):
         j.claims("Left knee pain. Takes ibuprofen.", "n1/claims")
     assert j.calls == 2
+
+
+def test_split_claims_by_rule():
+    from clinitune.evaluate.judge import split_claims
+
+    text = (
+        "The patient is a 45 y.o. male. Dr. Smith saw him; he has left knee pain.\nPLAN:\n"
+        "- Start ibuprofen 400 mg b.i.d. for pain.\n- Follow up in 2 weeks\n"
+        "Assessment: knee strain. BP 120/80. No fever or chills!"
+    )
+    assert split_claims(text) == [
+        "The patient is a 45 y.o. male", "Dr. Smith saw him", "he has left knee pain",
+        "Start ibuprofen 400 mg b.i.d. for pain", "Follow up in 2 weeks", "knee strain",
+        "BP 120/80", "No fever or chills",
+    ]  # fmt: skip
+    assert split_claims("") == [] and split_claims("OK.") == []
+
+
+def test_scored_verdicts_equal_scoring_each_prompt_alone(tiny_model_dir):
+    """The shared-prefix KV cache (repeated per batch, right-padded claims) gives the same
+    answer-letter log-probabilities as running every full prompt alone."""
+    import torch
+
+    from clinitune.evaluate.judge import _letter_ids, _score_prompts, verdict_logprobs
+    from clinitune.models import load_model, load_tokenizer
+
+    tok = load_tokenizer(tiny_model_dir)
+    model = load_model(tiny_model_dir, dtype="float32", attn="sdpa", device="cpu").eval()
+    text = "Left knee pain for 3 days. Takes ibuprofen 400 mg twice a day. Denies fever."
+    claims = ["Left knee pain", "Takes ibuprofen 400 mg twice daily for the knee", "Fever", "x y"]
+    got = verdict_logprobs(model, tok, text, claims, batch_size=3)
+    assert got.shape == (4, 3)
+    letters = _letter_ids(tok)
+    with torch.inference_mode():
+        for row, ids in zip(got, _score_prompts(tok, text, claims), strict=True):
+            logits = model(input_ids=torch.tensor([ids])).logits[0, -1, letters]
+            torch.testing.assert_close(row, torch.log_softmax(logits, -1), atol=1e-4, rtol=0)
+
+
+def test_local_judge_by_rule_and_scores_gives_heal_counts(tiny_model_dir):
+    """claims: sentences + verdicts: scores needs no JSON from the model: even a random model
+    yields complete counts (how good they are is what benchmarks/rubric_validation.py
+    measures), with one scoring call per (claims, text) pair."""
+    j = Judge(JudgeSpec(kind="local", model=str(tiny_model_dir), claims="sentences",
+                        verdicts="scores", batch_size=2))  # fmt: skip
+    r = judged_rubric(j, SRC, REF, "Right knee pain. Takes ibuprofen 400 mg. Smokes daily", "n1")
+    assert r["reference_claims"] == 3 and r["output_claims"] == 3 and j.calls == 3
+    assert 0 <= r["missed"] <= 3 and r["incorrect"] + r["irrelevant"] <= 3
+    with pytest.raises(ValueError, match="verdicts 'scores' needs kind local"):
+        JudgeSpec(kind="openai", model="m", url="http://x", verdicts="scores")
+    with pytest.raises(ValueError, match="calibrate needs verdicts 'scores'"):
+        JudgeSpec(kind="local", model="m", calibrate=True)
+
+
+def test_calibrated_verdicts_remove_the_judges_prior(monkeypatch):
+    """calibrate: the verdict is the letter that rose most over the content-free claim. A judge
+    that prefers "supported" everywhere (prior 0.6/0.1/0.3) but gives claim b more "not
+    mentioned" than its prior is read as "not mentioned" for b only; uncalibrated, both read
+    as "supported"."""
+    import torch
+
+    import clinitune.evaluate.judge as jm
+
+    rows = {"a": [0.6, 0.1, 0.3], "b": [0.5, 0.1, 0.4], jm.CONTENT_FREE: [0.6, 0.1, 0.3]}
+    seen = []
+
+    def fake(model, tok, text, claims, **kw):
+        seen.append(list(claims))
+        return torch.tensor([rows[c] for c in claims]).log()
+
+    monkeypatch.setattr(jm, "verdict_logprobs", fake)
+    for calibrate, want in ((False, ["supported", "supported"]),
+                            (True, ["supported", "not_mentioned"])):  # fmt: skip
+        j = Judge(JudgeSpec(kind="local", model="m", claims="sentences", verdicts="scores",
+                            calibrate=calibrate))  # fmt: skip
+        j._local = (None, None)  # no model needed: the scores are the fake's
+        assert j.verdicts(["a", "b"], "t", "n1") == want
+    assert seen == [["a", "b"], ["a", "b", jm.CONTENT_FREE]]

@@ -588,11 +588,33 @@ class JudgeSpec(Strict):
     backoff (``backoff_s``, doubled each time)."""
     backoff_s: float = Field(default=2.0, ge=0)
     max_new_tokens: int = Field(default=512, ge=16)
+    claims: Literal["model", "sentences"] = "model"
+    """How a note is split into atomic claims: by the judge (it answers a JSON array), or by
+    rule (``sentences``: sentences, semicolon clauses and list items; no model call)."""
+    verdicts: Literal["generate", "scores"] = "generate"
+    """How each claim is checked against a text: the judge answers a JSON array of verdicts
+    (``generate``), or -- local models only -- ``scores``: the three verdicts are answer
+    letters scored by log-likelihood (constrained choice, as for multiple-choice benchmarks),
+    the text's KV cache computed once and shared by all its claims. Never malformed, and
+    usable with models too small to follow a JSON protocol."""
+    batch_size: int = Field(default=16, ge=1)
+    """Claims scored per forward pass (``verdicts: scores``)."""
+    calibrate: bool = False
+    """``verdicts: scores`` only: contextual calibration (Zhao et al. 2021) -- the verdict is
+    the letter whose probability rose most over a content-free claim ("N/A") checked against
+    the same text, which removes a small judge's fixed preference for one letter."""
 
     @model_validator(mode="after")
     def _url(self) -> JudgeSpec:
         if self.kind == "openai" and not self.url:
             raise ValueError("evaluate.rubric.judge: kind openai needs a url")
+        if self.calibrate and self.verdicts != "scores":
+            raise ValueError("evaluate.rubric.judge: calibrate needs verdicts 'scores'")
+        if self.verdicts == "scores" and self.kind != "local":
+            raise ValueError(
+                "evaluate.rubric.judge: verdicts 'scores' needs kind local (an endpoint's "
+                "chat answers carry no choice log-likelihoods)"
+            )
         return self
 
 

@@ -8,6 +8,11 @@ expected shape; a timeout, a 429/5xx answer or malformed JSON is retried with ex
 backoff, and when the retries run out a :class:`JudgeError` names the call (note and step) --
 the rubric then fails instead of reporting a partial score as if it were complete.
 
+A local model can instead skip both JSON steps (``claims: sentences``, ``verdicts: scores``):
+claims are the note's sentences and clauses, split by rule, and each verdict is a constrained
+choice among three answer letters scored by log-likelihood -- the way lm-eval scores multiple
+choice -- with the text's KV cache computed once and shared by all claims checked against it.
+
 Note text goes to the judge: use an endpoint inside your site (or a local model) for PHI.
 """
 
@@ -44,6 +49,46 @@ TEXT:
 
 CLAIMS:
 {claims}"""
+
+
+SCORE_PROMPT = """Read the TEXT, then say whether it supports the CLAIM.
+A: supported (the text states it or clearly implies it)
+B: contradicted (the text states otherwise, e.g. another dose, side or negation)
+C: not mentioned in the text
+
+TEXT:
+{text}
+
+CLAIM: {claim}
+Answer with one letter: A, B or C."""
+SCORE_LETTERS = ("A", "B", "C")  # in the order of VERDICTS
+CONTENT_FREE = "N/A"  # the claim whose verdict probabilities are the judge's prior
+
+# Rule-based claims: sentence ends (not after a lone capital, a title such as "Dr." or a dotted
+# abbreviation such as "y.o.", "b.i.d.", "e.g."), line breaks, semicolons; list markers and
+# bare section headers ("PLAN:") are not claims.
+_SENT_END = re.compile(
+    r"(?<![A-Z])(?<!\.[a-z])(?<!\b(?:Dr|Mr|Ms|vs|St))(?<!\bMrs)[.!?]+(?=\s|$)|;|\n+"
+)
+_BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+")
+_HEADER = re.compile(r"^[A-Za-z /&]{1,40}:$")
+
+
+def split_claims(text: str) -> list[str]:
+    """A note's atomic claims by rule: its sentences, semicolon clauses and list items, without
+    list markers and bare headers. Coarser than a model's split ("No fever or chills" stays one
+    claim) but deterministic and free; ``JudgeSpec.claims: sentences`` selects it."""
+    out = []
+    for part in _SENT_END.split(text or ""):
+        part = _BULLET.sub("", part).strip(" \t,")
+        if part.endswith(":") and _HEADER.match(part):
+            continue
+        m = re.match(r"^[A-Za-z /&]{1,40}:\s+(.*)$", part)  # "Plan: start ibuprofen"
+        if m and m.group(1).strip():
+            part = m.group(1).strip()
+        if len(re.findall(r"[A-Za-z0-9]+", part)) >= 2 or re.search(r"\d", part):
+            out.append(part)
+    return out
 
 
 class JudgeError(StageError):
@@ -97,10 +142,7 @@ class Judge:
         except (KeyError, IndexError, TypeError):
             raise ValueError("the endpoint's answer has no choices[0].message.content") from None
 
-    def _ask_local(self, prompt: str) -> str:
-        import torch
-
-        from clinitune.data.pack import pad_id
+    def _load_local(self) -> tuple[Any, Any]:
         from clinitune.models import load_model, load_tokenizer, resolve_model
 
         if self._local is None:
@@ -108,7 +150,14 @@ class Judge:
             tok = load_tokenizer(path)
             model = load_model(path, dtype="auto", attn="sdpa", device=self._device).eval()
             self._local = (model, tok)
-        model, tok = self._local
+        return self._local
+
+    def _ask_local(self, prompt: str) -> str:
+        import torch
+
+        from clinitune.data.pack import pad_id
+
+        model, tok = self._load_local()
         text = tok.apply_chat_template(
             [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
         )
@@ -161,6 +210,8 @@ class Judge:
 
         if not text.strip():
             return []
+        if self.spec.claims == "sentences":
+            return split_claims(text)
         out = self.ask_json(CLAIMS_PROMPT.format(text=text), what, check)
         return [x.strip() for x in out if x.strip()]
 
@@ -174,11 +225,113 @@ class Judge:
             if not all(isinstance(x, str) and x.strip().lower() in VERDICTS for x in v):
                 raise ValueError(f"verdicts must be one of {VERDICTS}")
 
+        if self.spec.verdicts == "scores":
+            model, tok = self._load_local()
+            self.calls += 1
+            calibrate = self.spec.calibrate
+            try:
+                lp = verdict_logprobs(
+                    model, tok, text, claims + [CONTENT_FREE] * calibrate,
+                    batch_size=self.spec.batch_size, device=self._device,
+                )  # fmt: skip
+                if calibrate:
+                    lp = lp[:-1] - lp[-1]
+            except ValueError as e:
+                raise JudgeError(
+                    f"judge call {what}: {e} (local judge {self.spec.model})"
+                ) from None
+            return [VERDICTS[int(i)] for i in lp.argmax(dim=-1).tolist()]
+
         numbered = "\n".join(f"{i + 1}. {c}" for i, c in enumerate(claims))
         out = self.ask_json(
             CHECK_PROMPT.format(text=text, n=len(claims), claims=numbered), what, check
         )
         return [x.strip().lower() for x in out]
+
+
+def _score_prompts(tok: Any, text: str, claims: list[str]) -> list[list[int]]:
+    rendered = [
+        tok.apply_chat_template(
+            [{"role": "user", "content": SCORE_PROMPT.format(text=text, claim=c)}],
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+        for c in claims
+    ]
+    return [tok(r, add_special_tokens=False)["input_ids"] for r in rendered]
+
+
+def _letter_ids(tok: Any) -> list[int]:
+    ids = []
+    for letter in SCORE_LETTERS:
+        enc = tok.encode(letter, add_special_tokens=False)
+        if len(enc) != 1:
+            raise ValueError(f"answer letter {letter!r} is {len(enc)} tokens for this tokenizer")
+        ids.append(enc[0])
+    return ids
+
+
+def verdict_logprobs(
+    model: Any, tok: Any, text: str, claims: list[str], *, batch_size: int = 16,
+    device: str = "cpu",
+) -> Any:  # fmt: skip
+    """Log-probabilities (normalized over the three answer letters) of supported /
+    contradicted / not mentioned for each claim against ``text``: a ``(len(claims), 3)``
+    tensor. The prompts share everything up to the claim, so that prefix -- the long text --
+    runs once and its KV cache is repeated for each batch of claims; each claim's suffix is
+    right-padded, which leaves its real tokens' attention untouched (causal). Equal to scoring
+    every prompt alone (test)."""
+    import copy
+    import inspect
+
+    import torch
+
+    from clinitune.data.pack import pad_id
+
+    seqs = _score_prompts(tok, text, claims)
+    letters = _letter_ids(tok)
+    limit = getattr(model.config, "max_position_embeddings", None)
+    longest = max(len(x) for x in seqs)
+    if limit and longest > limit:
+        raise ValueError(f"a prompt of {longest} tokens exceeds the model's {limit} positions")
+    k = 0  # longest common prefix, leaving at least one token of each prompt to run
+    first = seqs[0]
+    while k < min(len(x) for x in seqs) - 1 and all(x[k] == first[k] for x in seqs):
+        k += 1
+    pad = pad_id(tok)
+    out = []
+    with torch.inference_mode():
+        # transformers 5.24 renamed forward's ``past_key_values`` to ``cache`` (the old name
+        # warns until 5.40); 5.23 knows only the old one
+        name = (
+            "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        )
+        cache = None
+        if k:
+            res = model(input_ids=torch.tensor([first[:k]], device=device), use_cache=True)
+            cache = res["cache"] if "cache" in res else res["past_key_values"]
+        for i in range(0, len(seqs), batch_size):
+            chunk = [x[k:] for x in seqs[i : i + batch_size]]
+            width = max(len(x) for x in chunk)
+            ids = torch.tensor([x + [pad] * (width - len(x)) for x in chunk], device=device)
+            mask = torch.tensor(
+                [[1] * (k + len(x)) + [0] * (width - len(x)) for x in chunk], device=device
+            )
+            past = None
+            if cache is not None:
+                past = copy.deepcopy(cache)
+                past.batch_repeat_interleave(len(chunk))
+            logits = model(
+                input_ids=ids,
+                attention_mask=mask,
+                **{name: past},
+                position_ids=torch.arange(k, k + width, device=device).expand(len(chunk), -1),
+                use_cache=past is not None,
+            ).logits
+            last = torch.tensor([len(x) - 1 for x in chunk], device=device)
+            picked = logits[torch.arange(len(chunk), device=device), last][:, letters].float()
+            out.append(torch.log_softmax(picked, dim=-1))
+    return torch.cat(out).cpu()
 
 
 def judged_rubric(judge: Judge, source: str, reference: str, output: str, what: str) -> dict:

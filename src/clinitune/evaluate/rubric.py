@@ -144,7 +144,14 @@ def rubric_eval(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
     }
     if judge is not None:
         j = spec.judge
-        method = f"atomic claims + entailment by the {j.kind} judge {j.model}"
+        how = (
+            "claims split by rule" if j.claims == "sentences" else "claims split by the judge",
+            "verdicts by answer-letter log-likelihood"
+            + (", contextually calibrated" if j.calibrate else "")
+            if j.verdicts == "scores"
+            else "verdicts generated as JSON",
+        )
+        method = f"atomic claims + entailment by the {j.kind} judge {j.model} ({'; '.join(how)})"
         extra = {"judge_calls": judge.calls, "judge_retries": judge.retried}
     else:
         method = "concept-level (no judge model configured): lexical concepts with negation"
