@@ -156,10 +156,12 @@ def test_end_to_end_cli_run_tiny_model(tmp_path, tiny_model_dir):
     assert res.exit_code == 0 and res.output.count("up to date") >= 3, res.output
     # evaluate --baseline final: the tuned model becomes the reference of the comparisons
     ev = ["evaluate", *args[1:], "--baseline", "final"]
+    layout.report.unlink()
     res = CliRunner().invoke(app, ev)
     assert res.exit_code == 0, res.output
     m = json.loads(layout.metrics.read_text())
     assert m["baseline"] == "final" and list(m["comparisons"]) == ["base"]
+    assert layout.report.exists()  # evaluate writes the report too
     assert m["comparisons"]["base"]["held_out_loss"]["diff"] > 0  # base is worse
     res = CliRunner().invoke(app, ["evaluate", *args[1:], "--models", "base,nosuchstage"])
     assert res.exit_code != 0 and "nosuchstage" in res.output

@@ -299,7 +299,8 @@ def evaluate(
     ] = None,
 ) -> None:
     """Evaluate evaluate.models (base vs tuned by default): held-out loss, perplexity, ROUGE,
-    benchmarks, yes/no classification; each model compared with the first (the baseline)."""
+    benchmarks, yes/no classification; each model compared with the first (the baseline).
+    Writes eval/metrics.json, then report.html."""
     sets = list(set_ or [])
     if models is not None or baseline is not None:
         from clinitune.recipe import load_recipe
@@ -312,6 +313,7 @@ def evaluate(
         sets.append("evaluate.models=" + json.dumps(names))
     r, layout = _load(recipe, sets, run_dir, model, seed)
     _summary(_evaluate(r, layout, force))
+    _report(r, layout)
 
 
 @app.command()
