@@ -48,3 +48,35 @@ def test_batched_generation_equals_one_at_a_time(smollm, tokenizer):
     batched = gen.generate_batched(smollm, tokenizer, prompts, batch_size=3, max_new_tokens=10,
                                    device="cpu", desc="gen")  # fmt: skip
     assert batched == _one_at_a_time(smollm, tokenizer, prompts, 10)
+
+
+def test_preallocated_cache_matches_dynamic_cache():
+    """Appends in place, grows past its capacity, and survives the cache edits generate and
+    beam search make (crop, batch reorder / repeat): same keys and values as DynamicCache."""
+    import torch
+    from transformers import DynamicCache
+
+    from clinitune.generate import preallocated_cache
+
+    torch.manual_seed(0)
+    ours, ref = preallocated_cache(6), DynamicCache()
+
+    def step(n, b=2):
+        k, v = torch.randn(b, 3, n, 4), torch.randn(b, 3, n, 4)
+        got, want = ours.update(k, v, 0), ref.update(k, v, 0)
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w, rtol=0, atol=0)
+
+    step(4)
+    step(1)
+    step(1)
+    step(3)  # past the capacity of 6
+    assert ours.get_seq_length() == ref.get_seq_length() == 9
+    ours.crop(-2), ref.crop(-2)
+    step(1)
+    idx = torch.tensor([1, 0])
+    ours.batch_select_indices(idx), ref.batch_select_indices(idx)
+    step(2)
+    ours.batch_repeat_interleave(2), ref.batch_repeat_interleave(2)
+    step(1, b=4)
+    assert ours.get_seq_length() == ref.get_seq_length() == 11

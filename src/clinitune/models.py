@@ -247,3 +247,12 @@ def load_model(
         path, dtype=resolve_dtype(dtype, device), attn_implementation=attn, **kwargs
     )
     return model.to(device)
+
+
+def cache_kwarg(model: Any) -> str:
+    """The name under which ``model``'s forward / generate take a KV cache: transformers 5.24
+    renamed ``past_key_values`` to ``cache`` (the old name warns until its removal); 5.23 knows
+    only ``past_key_values``."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"

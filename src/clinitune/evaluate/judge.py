@@ -282,11 +282,11 @@ def verdict_logprobs(
     right-padded, which leaves its real tokens' attention untouched (causal). Equal to scoring
     every prompt alone (test)."""
     import copy
-    import inspect
 
     import torch
 
     from clinitune.data.pack import pad_id
+    from clinitune.models import cache_kwarg
 
     seqs = _score_prompts(tok, text, claims)
     letters = _letter_ids(tok)
@@ -301,11 +301,7 @@ def verdict_logprobs(
     pad = pad_id(tok)
     out = []
     with torch.inference_mode():
-        # transformers 5.24 renamed forward's ``past_key_values`` to ``cache`` (the old name
-        # warns until 5.40); 5.23 knows only the old one
-        name = (
-            "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-        )
+        name = cache_kwarg(model)
         cache = None
         if k:
             res = model(input_ids=torch.tensor([first[:k]], device=device), use_cache=True)
