@@ -33,7 +33,7 @@ def _one_at_a_time(model, tok, prompts, max_new_tokens):
     return out
 
 
-def test_batched_generation_equals_one_at_a_time(smollm, tokenizer):
+def test_batched_generation_equals_one_at_a_time(smollm, tokenizer, monkeypatch):
     from clinitune import generate as gen
 
     texts = [
@@ -45,8 +45,12 @@ def test_batched_generation_equals_one_at_a_time(smollm, tokenizer):
     ]
     prompts = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     prompts.append(prompts[0][:1])  # a one-token prompt: the most padding in its batch
+    calls = []
+    real = gen._prefill_each
+    monkeypatch.setattr(gen, "_prefill_each", lambda *a, **k: calls.append(1) or real(*a, **k))
     batched = gen.generate_batched(smollm, tokenizer, prompts, batch_size=3, max_new_tokens=10,
                                    device="cpu", desc="gen")  # fmt: skip
+    assert len(calls) == 2  # the fast path ran (per-prompt prefill into the preallocated cache)
     assert batched == _one_at_a_time(smollm, tokenizer, prompts, 10)
 
 
@@ -80,3 +84,22 @@ def test_preallocated_cache_matches_dynamic_cache():
     ours.batch_repeat_interleave(2), ref.batch_repeat_interleave(2)
     step(1, b=4)
     assert ours.get_seq_length() == ref.get_seq_length() == 11
+
+
+def test_preallocated_cache_only_for_plain_full_attention():
+    from transformers import (
+        LlamaConfig,
+        LlamaForCausalLM,
+        MistralConfig,
+        MistralForCausalLM,
+    )
+
+    from clinitune.generate import _full_attention_only
+
+    small = dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                 num_attention_heads=2, num_key_value_heads=1)  # fmt: skip
+    llama = LlamaForCausalLM(LlamaConfig(**small))
+    assert _full_attention_only(llama)
+    assert not _full_attention_only(MistralForCausalLM(MistralConfig(**small, sliding_window=4)))
+    llama.generation_config.cache_implementation = "static"
+    assert not _full_attention_only(llama)

@@ -147,12 +147,14 @@ def test_split_claims_by_rule():
     text = (
         "The patient is a 45 y.o. male. Dr. Smith saw him; he has left knee pain.\nPLAN:\n"
         "- Start ibuprofen 400 mg b.i.d. for pain.\n- Follow up in 2 weeks\n"
-        "Assessment: knee strain. BP 120/80. No fever or chills!"
+        "Assessment: knee strain. BP 120/80. No fever or chills! History of CHF. Seen by J. Doe."
+        "\nAllergies: penicillin\nFamily history: breast cancer"
     )
     assert split_claims(text) == [
         "The patient is a 45 y.o. male", "Dr. Smith saw him", "he has left knee pain",
-        "Start ibuprofen 400 mg b.i.d. for pain", "Follow up in 2 weeks", "knee strain",
-        "BP 120/80", "No fever or chills",
+        "Start ibuprofen 400 mg b.i.d. for pain", "Follow up in 2 weeks", "Assessment: knee strain",
+        "BP 120/80", "No fever or chills", "History of CHF", "Seen by J. Doe",
+        "Allergies: penicillin", "Family history: breast cancer",
     ]  # fmt: skip
     assert split_claims("") == [] and split_claims("OK.") == []
 

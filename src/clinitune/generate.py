@@ -211,16 +211,17 @@ def preallocated_cache(capacity: int) -> Any:
             self._view: Any = None
             self._n = 0
 
-        def _rebuild(self, like: Any, need: int) -> None:
+        def _rebuild(self, like: Any, vlike: Any, need: int) -> None:
             # first update, or the cache was cropped / reordered / repeated since (those
             # replace self.keys): start a buffer holding the current keys and values
             import torch
 
             cur = self.keys.shape[-2] if self.keys.numel() else 0
-            cap = max(capacity, 2 * (cur + need))
-            shape = (*like.shape[:-2], cap, like.shape[-1])
-            kbuf = like.new_empty(shape)
-            vbuf = torch.empty(shape, dtype=self.values.dtype, device=like.device)
+            cap = max(capacity, cur + need) if self._kbuf is None else 2 * (cur + need)
+            kbuf = like.new_empty((*like.shape[:-2], cap, like.shape[-1]))
+            vbuf = torch.empty(
+                (*vlike.shape[:-2], cap, vlike.shape[-1]), dtype=vlike.dtype, device=vlike.device
+            )
             if cur:
                 kbuf[..., :cur, :] = self.keys
                 vbuf[..., :cur, :] = self.values
@@ -231,13 +232,13 @@ def preallocated_cache(capacity: int) -> Any:
                 self.lazy_initialization(key_states, value_states)
             m = key_states.shape[-2]
             if self._kbuf is None or self.keys is not self._view:
-                self._rebuild(key_states, m)
+                self._rebuild(key_states, value_states, m)
             elif self._n + m > self._kbuf.shape[-2]:
                 self.keys, self.values = (
                     self._kbuf[..., : self._n, :],
                     self._vbuf[..., : self._n, :],
                 )
-                self._rebuild(key_states, m)
+                self._rebuild(key_states, value_states, m)
             n = self._n
             self._kbuf[..., n : n + m, :] = key_states
             self._vbuf[..., n : n + m, :] = value_states
@@ -249,17 +250,23 @@ def preallocated_cache(capacity: int) -> Any:
     return Cache(layer_class_to_replicate=_Layer)
 
 
-def _full_attention_only(config: Any) -> bool:
-    """Every layer attends to the whole context with a plain KV cache (no sliding window, no
-    recurrent state): the models :func:`preallocated_cache` serves; others keep the cache
-    transformers picks for them."""
-    cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
-    types = getattr(cfg, "layer_types", None)
-    if types is not None:
-        return all(t == "full_attention" for t in types)
-    return getattr(cfg, "sliding_window", None) is None or not getattr(
-        cfg, "use_sliding_window", True
-    )
+def _full_attention_only(model: Any) -> bool:
+    """The model's default cache is plain ``DynamicLayer`` s (full attention: no sliding window,
+    chunked attention or recurrent state) and its generation config asks for no other cache:
+    the models :func:`preallocated_cache` serves; others keep the cache transformers picks."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    if getattr(model.generation_config, "cache_implementation", None):
+        return False
+    supports = getattr(model, "_supports_default_dynamic_cache", None)
+    if callable(supports) and not supports():
+        return False
+    try:
+        layers = DynamicCache(config=model.config).layers
+    except Exception:  # a config DynamicCache cannot read: leave the cache to generate
+        return False
+    return bool(layers) and all(type(x) is DynamicLayer for x in layers)
 
 
 def _prefill_each(model: Any, rows: list[list[int]], capacity: int, device: str) -> Any:
@@ -283,9 +290,8 @@ def _prefill_each(model: Any, rows: list[list[int]], capacity: int, device: str)
     ref = next(c for c, r in zip(per, rows, strict=True) if len(r) > 1)
     cache = preallocated_cache(capacity)
     for li, layer in enumerate(ref.layers):
-        shape = (len(rows), layer.keys.shape[1], width, layer.keys.shape[3])
-        k = layer.keys.new_zeros(shape)
-        v = layer.values.new_zeros(shape)
+        k = layer.keys.new_zeros((len(rows), layer.keys.shape[1], width, layer.keys.shape[3]))
+        v = layer.values.new_zeros((len(rows), layer.values.shape[1], width, layer.values.shape[3]))
         for b, (c, r) in enumerate(zip(per, rows, strict=True)):
             if len(r) > 1:
                 k[b, :, width - len(r) + 1 :] = c.layers[li].keys[0]
@@ -317,7 +323,7 @@ def generate_batched(
     eos = _stop_ids(tok, model)
     out: list[tuple[list[int], bool]] = [([], False)] * len(prompts)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    plain = _full_attention_only(model.config)
+    plain = _full_attention_only(model)
     for batch in track(batches, desc, unit="batch"):
         rows = [prompts[i] for i in batch]
         width = max(len(r) for r in rows)

@@ -64,11 +64,11 @@ Answer with one letter: A, B or C."""
 SCORE_LETTERS = ("A", "B", "C")  # in the order of VERDICTS
 CONTENT_FREE = "N/A"  # the claim whose verdict probabilities are the judge's prior
 
-# Rule-based claims: sentence ends (not after a lone capital, a title such as "Dr." or a dotted
+# Rule-based claims: sentence ends (not after an initial, a title such as "Dr." or a dotted
 # abbreviation such as "y.o.", "b.i.d.", "e.g."), line breaks, semicolons; list markers and
 # bare section headers ("PLAN:") are not claims.
 _SENT_END = re.compile(
-    r"(?<![A-Z])(?<!\.[a-z])(?<!\b(?:Dr|Mr|Ms|vs|St))(?<!\bMrs)[.!?]+(?=\s|$)|;|\n+"
+    r"(?<!\b[A-Z])(?<!\.[a-z])(?<!\b(?:Dr|Mr|Ms|vs|St))(?<!\bMrs)[.!?]+(?=\s|$)|;|\n+"
 )
 _BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+")
 _HEADER = re.compile(r"^[A-Za-z /&]{1,40}:$")
@@ -83,9 +83,8 @@ def split_claims(text: str) -> list[str]:
         part = _BULLET.sub("", part).strip(" \t,")
         if part.endswith(":") and _HEADER.match(part):
             continue
-        m = re.match(r"^[A-Za-z /&]{1,40}:\s+(.*)$", part)  # "Plan: start ibuprofen"
-        if m and m.group(1).strip():
-            part = m.group(1).strip()
+        # "Allergies: penicillin" keeps its header: without it the claim would change meaning
+        # ("Family history: breast cancer" is not the patient's own)
         if len(re.findall(r"[A-Za-z0-9]+", part)) >= 2 or re.search(r"\d", part):
             out.append(part)
     return out
