@@ -34,6 +34,7 @@ from pathlib import Path
 
 from scipy.stats import spearmanr
 
+from clinitune.evaluate.judge import describe
 from clinitune.evaluate.rubric import rubric
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -220,18 +221,14 @@ def main() -> None:
     t0 = time.perf_counter()
     corr = correlation_study(study, judge, args.limit)
     t1 = time.perf_counter()
+    pert = perturbations(study, judge, args.perturbation_limit)
+    t2 = time.perf_counter()
     res = {
-        "method": (
-            f"judge {judge.spec.kind}:{judge.spec.model} (claims {judge.spec.claims}, "
-            f"verdicts {judge.spec.verdicts}{', calibrated' if judge.spec.calibrate else ''})"
-            if judge
-            else "concepts"
-        ),
+        "method": describe(judge.spec) if judge else "concepts",
         "correlation": corr,
-        "perturbations": perturbations(study, judge, args.perturbation_limit),
-        "seconds": {"correlation": round(t1 - t0, 1), "perturbations": 0.0},
+        "perturbations": pert,
+        "seconds": {"correlation": round(t1 - t0, 1), "perturbations": round(t2 - t1, 1)},
     }
-    res["seconds"]["perturbations"] = round(time.perf_counter() - t1, 1)
     print(f"method: {res['method']}; {res['seconds']}")
     c = res["correlation"]
     print(f"MTS-Dialog correlation study, {c['rows']} system summaries (Spearman rho, p):")

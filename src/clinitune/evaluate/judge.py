@@ -81,7 +81,7 @@ def split_claims(text: str) -> list[str]:
     out = []
     for part in _SENT_END.split(text or ""):
         part = _BULLET.sub("", part).strip(" \t,")
-        if part.endswith(":") and _HEADER.match(part):
+        if _HEADER.match(part):
             continue
         # "Allergies: penicillin" keeps its header: without it the claim would change meaning
         # ("Family history: breast cancer" is not the patient's own)
@@ -304,7 +304,7 @@ def verdict_logprobs(
         cache = None
         if k:
             res = model(input_ids=torch.tensor([first[:k]], device=device), use_cache=True)
-            cache = res["cache"] if "cache" in res else res["past_key_values"]
+            cache = res[name]  # the output field has the input's name in 5.23 and 5.24
         for i in range(0, len(seqs), batch_size):
             chunk = [x[k:] for x in seqs[i : i + batch_size]]
             width = max(len(x) for x in chunk)
@@ -327,6 +327,20 @@ def verdict_logprobs(
             picked = logits[torch.arange(len(chunk), device=device), last][:, letters].float()
             out.append(torch.log_softmax(picked, dim=-1))
     return torch.cat(out).cpu()
+
+
+def describe(spec: JudgeSpec) -> str:
+    """How a judge scores, in words (the report's and the validation bench's method line)."""
+    claims = "claims split by rule" if spec.claims == "sentences" else "claims split by the judge"
+    if spec.verdicts == "scores":
+        verdicts = "verdicts by answer-letter log-likelihood" + (
+            ", contextually calibrated" if spec.calibrate else ""
+        )
+    else:
+        verdicts = "verdicts generated as JSON"
+    return (
+        f"atomic claims + entailment by the {spec.kind} judge {spec.model} ({claims}; {verdicts})"
+    )
 
 
 def judged_rubric(judge: Judge, source: str, reference: str, output: str, what: str) -> dict:

@@ -117,7 +117,7 @@ def rubric_eval(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
     spec = ctx.recipe.evaluate.rubric
     judge = None
     if spec.judge is not None:
-        from clinitune.evaluate.judge import Judge, judged_rubric
+        from clinitune.evaluate.judge import Judge, describe, judged_rubric
 
         judge = Judge(spec.judge, ctx.device)
     per = []
@@ -143,15 +143,7 @@ def rubric_eval(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
         for t in sorted({x["task"] for x in per})
     }
     if judge is not None:
-        j = spec.judge
-        how = (
-            "claims split by rule" if j.claims == "sentences" else "claims split by the judge",
-            "verdicts by answer-letter log-likelihood"
-            + (", contextually calibrated" if j.calibrate else "")
-            if j.verdicts == "scores"
-            else "verdicts generated as JSON",
-        )
-        method = f"atomic claims + entailment by the {j.kind} judge {j.model} ({'; '.join(how)})"
+        method = describe(spec.judge)
         extra = {"judge_calls": judge.calls, "judge_retries": judge.retried}
     else:
         method = "concept-level (no judge model configured): lexical concepts with negation"
