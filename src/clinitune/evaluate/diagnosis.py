@@ -6,15 +6,23 @@ description:
 - ``code_exact``     the predicted code equals the assigned one (I21.4 = I21.4);
 - ``code_category``  the same three-character category (I21.4 vs I21.9: both I21);
 - ``description``    the predicted description equals the assigned one after normalization
-  (case, punctuation, word order), or their similarity reaches ``similarity`` (difflib's
-  ratio on the normalized strings).
+  (case, punctuation, whitespace, word order), or -- when configured -- their sentence
+  embeddings are close (``embedding_model``). Fuzzy string similarity (difflib's ratio on the
+  normalized strings >= ``similarity``) is opt-in only: it accepts opposite diagnoses
+  (Hypokalemia = Hyperkalemia at 0.87, NSTEMI = STEMI at 0.91).
 
-A candidate gets its code from the text (``ICD-10-CM I21.4`` / ``I21.4``) or, failing that, from
-the ICD-10-CM index (``simple-icd-10-cm``: 98K official codes) when its description names an
-entry exactly; its description is the text without the code, or the index's description of
-the code. Code metrics count only examples with an assigned code, description metrics only
-those with an assigned description (or a code whose index description stands in). Top-1 uses
-the first candidate; top-k any of the first k.
+A negated candidate ("No pneumonia", "negative for ...", "ruled out ...") matches nothing:
+neither an affirmative description, by any of the three tests, nor the assigned code.
+
+A candidate gets its code from the text (``ICD-10-CM I21.4`` / ``I21.4``) -- only a token that
+is a valid ICD-10-CM item counts, so "Vitamin B12 deficiency" or "Elevated A1C" carry no code
+and keep their words -- or, failing that, from the ICD-10-CM index (``simple-icd-10-cm``: 98K
+official codes) when its description names an entry exactly; where a category and a billable
+(leaf) code share a description (J18 and J18.9: "Pneumonia, unspecified organism") the index
+gives the billable code. Its description is the text without the code, or the index's
+description of the code. Code metrics count only examples with an assigned code, description
+metrics only those with an assigned description (or a code whose index description stands
+in). Top-1 uses the first candidate; top-k any of the first k.
 """
 
 from __future__ import annotations
@@ -35,6 +43,11 @@ from clinitune.recipe import DiagnosisEvalSpec
 
 _CODE = re.compile(r"\b(?:ICD-?10(?:-CM)?:?\s*)?([A-TV-Z][0-9][0-9A-Z](?:\.[0-9A-Z]{1,4})?)\b")
 _BULLET = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s*")
+# a leading negation cue: the answer denies the diagnosis it names ("No pneumonia"). Not "non"
+# (Non-ST elevation ...) nor "absent"/"absence of" (ICD-10-CM conditions: Absent nipple).
+_NEGATED = re.compile(
+    r"^\W*(?:no|not|without|negative\s+for|denies|denied|ruled\s+out)\b", re.IGNORECASE
+)
 CRITERIA = ("code_exact", "code_category", "description")
 
 
@@ -43,16 +56,34 @@ def normalize(text: str) -> str:
     return " ".join(sorted(re.findall(r"[a-z0-9]+", text.lower())))
 
 
+def negated(text: str | None) -> bool:
+    """Whether a description starts with a negation cue (no, not, without, negative for, ...)."""
+    return bool(text) and _NEGATED.match(text or "") is not None
+
+
 @functools.lru_cache(maxsize=1)
 def _index() -> dict[str, str]:
-    """Normalized ICD-10-CM description -> code (billable and category codes)."""
+    """Normalized ICD-10-CM description -> code (billable and category codes). Where several
+    codes share a description (a category and one of its billable codes, J18 / J18.9), the
+    first billable (leaf) code wins, else the first code."""
     import simple_icd_10_cm as cm
 
     out: dict[str, str] = {}
     for code in cm.get_all_codes(with_dots=True):
         if cm.is_category_or_subcategory(code) or cm.is_extended_subcategory(code):
-            out.setdefault(normalize(cm.get_description(code)), code)
+            key = normalize(cm.get_description(code))
+            have = out.get(key)
+            if have is None or (not cm.is_leaf(have) and cm.is_leaf(code)):
+                out[key] = code
     return out
+
+
+def _valid_code(token: str) -> str | None:
+    """The dotted code if ``token`` is a valid ICD-10-CM item, else None."""
+    import simple_icd_10_cm as cm
+
+    code = normalize_icd10cm(token)
+    return code if code is not None and cm.is_valid_item(code) else None
 
 
 def icd_description(code: str) -> str | None:
@@ -68,8 +99,16 @@ def candidates(text: str, k: int) -> list[dict[str, str | None]]:
         line = _BULLET.sub("", line).strip()
         if not line:
             continue
-        m = _CODE.search(line)
-        code = normalize_icd10cm(m.group(1)) if m else None
+        # the first code-shaped token that is a real ICD-10-CM item is the code; an invalid
+        # token stays in the description (B12, A1C) unless it is labelled "ICD-10-CM ..."
+        code, m = None, None
+        for hit in _CODE.finditer(line):
+            code = _valid_code(hit.group(1))
+            if code is not None:
+                m = hit
+                break
+            if m is None and hit.group(0) != hit.group(1):
+                m = hit
         desc = (line[: m.start()] + line[m.end() :]) if m else line
         desc = desc.strip(" ;:,.-()") or None
         if code is None and desc:
@@ -83,21 +122,34 @@ def candidates(text: str, k: int) -> list[dict[str, str | None]]:
 
 
 def match(cand: dict[str, str | None], gold_desc: str | None, gold_code: str | None,
-          threshold: float, embed: Any = None) -> dict[str, bool | None]:  # fmt: skip
-    """Per criterion: True/False, or None when the gold side lacks what it needs. ``embed``:
-    an optional ``(a, b) -> bool`` accepting descriptions with similar sentence embeddings."""
+          threshold: float | None = None, embed: Any = None) -> dict[str, bool | None]:  # fmt: skip
+    """Per criterion: True/False, or None when the gold side lacks what it needs. The
+    description matches when equal after ``normalize``; ``threshold`` (opt-in, None = off)
+    also accepts a difflib ratio >= threshold on the normalized strings -- which accepts
+    opposite diagnoses (Hypokalemia / Hyperkalemia); ``embed``: an optional ``(a, b) -> bool``
+    accepting descriptions with similar sentence embeddings. A negated candidate ("No X")
+    never matches the assigned code nor an affirmative description."""
     res: dict[str, bool | None] = {c: None for c in CRITERIA}
+    got = cand["description"]
+    neg = negated(got)
     if gold_code:
-        res["code_exact"] = cand["code"] == gold_code
-        res["code_category"] = bool(cand["code"]) and cand["code"][:3] == gold_code[:3]
+        code = None if neg else cand["code"]
+        res["code_exact"] = code == gold_code
+        res["code_category"] = bool(code) and code[:3] == gold_code[:3]
     ref = gold_desc or (icd_description(gold_code) if gold_code else None)
     if ref:
-        got = cand["description"]
         a, b = normalize(ref), normalize(got or "")
-        res["description"] = bool(b) and (
-            a == b
-            or difflib.SequenceMatcher(None, a, b).ratio() >= threshold
-            or (embed is not None and bool(embed(ref, got or "")))
+        res["description"] = (
+            bool(b)
+            and neg == negated(ref)
+            and (
+                a == b
+                or (
+                    threshold is not None
+                    and difflib.SequenceMatcher(None, a, b).ratio() >= threshold
+                )
+                or (embed is not None and bool(embed(ref, got or "")))
+            )
         )
     return res
 
@@ -106,7 +158,7 @@ def score(
     cands: list[dict[str, str | None]],
     gold_desc: str | None,
     gold_code: str | None,
-    threshold: float,
+    threshold: float | None = None,
     embed: Any = None,
 ) -> dict[str, dict[str, bool | None]]:
     """top1 / topk per criterion for one example."""
