@@ -78,12 +78,24 @@ def correlation_study(study: Path, judge=None, limit: int | None = None) -> dict
         rouge.append({"recall": r.recall, "precision": r.precision})
         gold.append({k: float(v) for k, v in h.items() if v.strip()})
 
-    def rho(xs: list[float], ys: list[float]) -> dict:
-        res = spearmanr(xs, ys)
-        return {"rho": round(float(res.statistic), 4), "p": float(res.pvalue), "n": len(xs)}
+    def rho(xs: list[float | None], ys: list[float | None]) -> dict:
+        # a rate with nothing to divide by (no concepts / claims in the note) is undefined:
+        # those rows are left out, and counted
+        pairs = [(x, y) for x, y in zip(xs, ys, strict=True) if x is not None and y is not None]
+        res = spearmanr([x for x, _ in pairs], [y for _, y in pairs])
+        return {
+            "rho": round(float(res.statistic), 4),
+            "p": float(res.pvalue),
+            "n": len(pairs),
+            "undefined": len(xs) - len(pairs),
+        }
 
-    def col(rows: list[dict], key: str, f=lambda v: v) -> list[float]:
-        return [f(r[key]) for r in rows]
+    def col(rows: list[dict], key: str, f=lambda v: v, like: str | None = None) -> list:
+        """``like``: undefined where our ``like`` rate is (baselines on the same rows)."""
+        return [
+            None if r.get(key) is None or (like and o.get(like) is None) else f(r[key])
+            for r, o in zip(rows, ours, strict=True)
+        ]
 
     return {
         "rows": len(sums),
@@ -98,16 +110,19 @@ def correlation_study(study: Path, judge=None, limit: int | None = None) -> dict
             col(ours, "incorrect_rate"), col(gold, "FactualPrecision", lambda v: 1 - v)
         ),
         "baseline: 1-ROUGE1_recall~OmissionRate": rho(
-            col(rouge, "recall", lambda v: 1 - v), col(gold, "OmissionRate")
+            col(rouge, "recall", lambda v: 1 - v, "missed_rate"), col(gold, "OmissionRate")
         ),
         "baseline: 1-ROUGE1_recall~1-FactualRecall": rho(
-            col(rouge, "recall", lambda v: 1 - v), col(gold, "FactualRecall", lambda v: 1 - v)
+            col(rouge, "recall", lambda v: 1 - v, "missed_rate"),
+            col(gold, "FactualRecall", lambda v: 1 - v),
         ),
         "baseline: 1-ROUGE1_precision~HallucinationRate": rho(
-            col(rouge, "precision", lambda v: 1 - v), col(gold, "HallucinationRate")
+            col(rouge, "precision", lambda v: 1 - v, "incorrect_rate"),
+            col(gold, "HallucinationRate"),
         ),
         "baseline: 1-ROUGE1_precision~1-FactualPrecision": rho(
-            col(rouge, "precision", lambda v: 1 - v), col(gold, "FactualPrecision", lambda v: 1 - v)
+            col(rouge, "precision", lambda v: 1 - v, "incorrect_rate"),
+            col(gold, "FactualPrecision", lambda v: 1 - v),
         ),
         "human_hallucination_nonzero": sum(g["HallucinationRate"] > 0 for g in gold),
     }
@@ -171,6 +186,8 @@ def perturbations(study: Path, judge=None, limit: int | None = None) -> dict:
             else:
                 before = rubric(dialogue, ref, ref)[key]
                 after = rubric(dialogue, ref, new)[key]
+            if before is None or after is None:  # undefined rate (nothing to divide by)
+                continue
             deltas.append(after - before)
         out[name] = {
             "metric": key,
@@ -234,7 +251,7 @@ def main() -> None:
     print(f"MTS-Dialog correlation study, {c['rows']} system summaries (Spearman rho, p):")
     for k, v in c.items():
         if isinstance(v, dict):
-            print(f"  {k:52s} {v['rho']:+.3f}  (p={v['p']:.2g})")
+            print(f"  {k:52s} {v['rho']:+.3f}  (p={v['p']:.2g}, n={v['n']})")
     print(f"  rows with human hallucination > 0: {c['human_hallucination_nonzero']}")
     print("perturbations of the reference summaries (used as perfect outputs):")
     for k, v in res["perturbations"].items():

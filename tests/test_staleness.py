@@ -5,7 +5,7 @@ import json
 import pytest
 
 from clinitune.data.prepare import prepare
-from clinitune.errors import RecipeError, StageError
+from clinitune.errors import ClinituneError, RecipeError, StageError
 from clinitune.evaluate.suite import evaluate
 from clinitune.generate import resolve_eval_models
 from clinitune.recipe import load_recipe
@@ -106,3 +106,24 @@ def test_metrics_json_has_no_note_text(tmp_path, tiny_model_dir):
     text = metrics.read_text()
     rec = json.loads((layout.prepared / "records" / "test.jsonl").read_text().splitlines()[0])
     assert rec["completion"][:30] not in text and rec["input"][:30] not in text
+
+
+def test_eval_models_take_hub_ids_and_embedded_names(tmp_path, monkeypatch):
+    """evaluate.models entries beyond base/final/stages/paths: an embedded name resolves like
+    model.name does; a hub id absent from the offline cache is a clear error, not a traceback."""
+    import clinitune.generate as g
+
+    monkeypatch.setattr(g, "resolve_model", lambda name, revision=None: tmp_path / name)
+    r = load_recipe("quickstart", [f"run_dir={tmp_path / 'run'}"])
+    layout = RunLayout(r.run_path)
+    monkeypatch.setattr(g, "model_identity", lambda path: "id")
+    ref = g.resolve_eval_model(r, layout, "smollm2-135m-instruct")
+    assert ref.path == tmp_path / "smollm2-135m-instruct" and ref.label == "smollm2-135m-instruct"
+    monkeypatch.undo()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ClinituneError, match="not in the local Hugging Face cache"):
+        g.resolve_eval_model(r, layout, "nosuchorg/nosuchmodel-xyz")
+    with pytest.raises(StageError, match="not a model directory"):
+        g.resolve_eval_model(r, layout, str(tmp_path))
+    with pytest.raises(RecipeError, match="hub id"):
+        load_recipe("quickstart", ["evaluate.models=[base, nosuchthing]"])

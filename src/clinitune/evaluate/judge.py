@@ -4,9 +4,10 @@ text (supported / contradicted / not mentioned).
 Two backends answer the same chat prompts: an OpenAI-compatible ``/chat/completions`` endpoint
 (stdlib ``urllib``; no SDK needed, works with vLLM, TGI, llama.cpp's server and hosted APIs) and
 a local Hugging Face model (greedy, through its chat template). Every answer must be JSON of the
-expected shape; a timeout, a 429/5xx answer or malformed JSON is retried with exponential
-backoff, and when the retries run out a :class:`JudgeError` names the call (note and step) --
-the rubric then fails instead of reporting a partial score as if it were complete.
+expected shape (claims of a non-empty text: a non-empty list); a timeout, a dropped connection
+or cut-off answer, a 429/5xx answer or malformed JSON is retried with exponential backoff, and
+when the retries run out a :class:`JudgeError` names the call (note and step) -- the rubric
+then fails instead of reporting a partial score as if it were complete.
 
 A local model can instead skip both JSON steps (``claims: sentences``, ``verdicts: scores``):
 claims are the note's sentences and clauses, split by rule, and each verdict is a constrained
@@ -18,6 +19,7 @@ Note text goes to the judge: use an endpoint inside your site (or a local model)
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -187,6 +189,9 @@ class Judge:
             except (TimeoutError, urllib.error.URLError, ConnectionError, OSError) as e:
                 last = f"no answer ({getattr(e, 'reason', e)})"
                 continue
+            except http.client.HTTPException as e:  # e.g. IncompleteRead: a cut-off answer
+                last = f"no complete answer ({type(e).__name__})"
+                continue
             except ValueError as e:
                 last = str(e)
                 continue
@@ -206,6 +211,8 @@ class Judge:
         def check(v: Any) -> None:
             if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
                 raise ValueError("expected a JSON array of strings")
+            if not any(x.strip() for x in v):  # the text is not empty: it says something
+                raise ValueError("no claims for a non-empty text")
 
         if not text.strip():
             return []
@@ -347,7 +354,8 @@ def judged_rubric(judge: Judge, source: str, reference: str, output: str, what: 
     """HEAL's counts by claims: missed = reference claims the output does not support;
     incorrect = output claims the source contradicts or does not mention (and the reference
     does not support either); irrelevant = output claims the source supports but the
-    reference does not."""
+    reference does not. A rate without claims to divide by (an empty output or reference) is
+    None: undefined, not 0 (see :mod:`clinitune.evaluate.rubric`)."""
     ref_claims = judge.claims(reference, f"{what}/claims(reference)")
     out_claims = judge.claims(output, f"{what}/claims(output)")
     in_output = judge.verdicts(ref_claims, output, f"{what}/reference-vs-output")
@@ -366,8 +374,8 @@ def judged_rubric(judge: Judge, source: str, reference: str, output: str, what: 
         "missed": missed,
         "incorrect": incorrect,
         "irrelevant": irrelevant,
-        "missed_rate": missed / len(ref_claims) if ref_claims else 0.0,
-        "incorrect_rate": incorrect / len(out_claims) if out_claims else 0.0,
-        "irrelevant_rate": irrelevant / len(out_claims) if out_claims else 0.0,
+        "missed_rate": missed / len(ref_claims) if ref_claims else None,
+        "incorrect_rate": incorrect / len(out_claims) if out_claims else None,
+        "irrelevant_rate": irrelevant / len(out_claims) if out_claims else None,
         "contradicted": sum(v == "contradicted" for v in in_source),
     }

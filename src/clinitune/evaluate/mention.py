@@ -40,7 +40,8 @@ CONTENT_FREE = "N/A"
 
 
 def _read_file(spec: ClassifySpec, path: Path) -> list[tuple[str, str, bool]]:
-    """(id, text, gold is positive) per row of a CSV or JSONL file."""
+    """(id, text, gold is positive) per row of a CSV or JSONL file. A gold label in neither
+    ``positive_values`` nor ``negative_values`` is an error naming the file, row and field."""
     try:
         raw = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -63,6 +64,12 @@ def _read_file(spec: ClassifySpec, path: Path) -> list[tuple[str, str, bool]]:
     else:
         raise DataError(f"{path}: expected a .csv or .jsonl file")
     positive = {v.strip().lower() for v in spec.positive_values}
+    negative = {v.strip().lower() for v in spec.negative_values}
+    if positive & negative:
+        raise DataError(
+            f"classification {spec.name!r}: {sorted(positive & negative)} are in both "
+            "positive_values and negative_values"
+        )
     out = []
     for i, r in rows:
         # MEDEC's test file pads with empty rows: skip rows that are empty in every field.
@@ -73,8 +80,16 @@ def _read_file(spec: ClassifySpec, path: Path) -> list[tuple[str, str, bool]]:
             raise DataError(f"{path}: row {i}: field {spec.text_field!r} is missing or empty")
         if label is None or str(label).strip() == "":
             raise DataError(f"{path}: row {i}: field {spec.label_field!r} is missing or empty")
+        value = str(label).strip().lower()
+        if value not in positive and value not in negative:
+            # A label is a short code; a long value is likely note text (PHI): not shown.
+            shown = repr(str(label).strip()) if len(value) <= 20 else f"a {len(value)}-char value"
+            raise DataError(
+                f"{path}: row {i}: field {spec.label_field!r}: {shown} is not a label "
+                f"(positive_values {sorted(positive)}, negative_values {sorted(negative)})"
+            )
         rid = str(r.get(spec.id_field, i)) if spec.id_field else str(i)
-        out.append((rid, text, str(label).strip().lower() in positive))
+        out.append((rid, text, value in positive))
     if not out:
         raise DataError(f"{path}: no examples")
     return out
@@ -167,8 +182,8 @@ def classification(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
                     **_metrics(gold, cpred, cal, pos, neg),
                     "content_free_p_positive": q,
                 }
-                for e, y in zip(per, cpred, strict=True):
-                    e["choice_calibrated"] = y
+                for e, p, y in zip(per, cal, cpred, strict=True):
+                    e.update(p_pos_calibrated=round(p, 6), choice_calibrated=y)
         if "generate" in spec.methods:
             gens = generate_batched(
                 m.model, m.tokenizer, prompts, batch_size=spec.batch_size,

@@ -13,6 +13,13 @@ computes the **concept-level** version (the issue's fallback, labelled as such i
 - incorrect  = output concepts in neither the source nor reference (rate: / output concepts)
 - irrelevant = output concepts in the source but not the reference (rate: / output concepts)
 
+A rate with nothing to divide by is undefined (``None``), never 0: an output with no concepts
+(or, with a judge, no claims) has no incorrect or irrelevant rate -- an empty note is not a
+perfect one -- and a reference with none has no missed rate. :func:`summarize` averages each
+rate over the notes where it is defined, counts the others (``empty_outputs``,
+``empty_references``), and reports beside these per-note means (``mean_*_rate``, each note
+weighing the same) the pooled ``micro_*_rate`` (summed counts / summed concepts or claims).
+
 It is lexical: a paraphrase counts as missed + incorrect, and a contradiction is caught only
 when it changes a word, number or negation. ``benchmarks/rubric_validation.py`` measures how
 well it tracks the human fact-level scores of MTS-Dialog's correlation study (Spearman) and how
@@ -80,8 +87,9 @@ def concepts(text: str) -> set[str]:
     return out | sent
 
 
-def rubric(source: str, reference: str, output: str) -> dict[str, float | int]:
-    """Missed / incorrect / irrelevant concept counts and rates for one note."""
+def rubric(source: str, reference: str, output: str) -> dict[str, float | int | None]:
+    """Missed / incorrect / irrelevant concept counts and rates for one note (a rate is None
+    when its denominator is 0)."""
     src, ref, out = concepts(source), concepts(reference), concepts(output)
     missed = ref - out
     incorrect = out - src - ref
@@ -92,18 +100,43 @@ def rubric(source: str, reference: str, output: str) -> dict[str, float | int]:
         "missed": len(missed),
         "incorrect": len(incorrect),
         "irrelevant": len(irrelevant),
-        "missed_rate": len(missed) / len(ref) if ref else 0.0,
-        "incorrect_rate": len(incorrect) / len(out) if out else 0.0,
-        "irrelevant_rate": len(irrelevant) / len(out) if out else 0.0,
+        "missed_rate": len(missed) / len(ref) if ref else None,
+        "incorrect_rate": len(incorrect) / len(out) if out else None,
+        "irrelevant_rate": len(irrelevant) / len(out) if out else None,
     }
 
 
-KEYS = ("missed", "incorrect", "irrelevant", "missed_rate", "incorrect_rate", "irrelevant_rate")
+# rate -> (its count, the side whose concepts or claims are the denominator)
+RATES = {
+    "missed_rate": ("missed", "reference"),
+    "incorrect_rate": ("incorrect", "output"),
+    "irrelevant_rate": ("irrelevant", "output"),
+}
 
 
-def summarize(rows: Iterable[dict[str, Any]]) -> dict[str, float]:
+def _units(row: dict[str, Any], side: str) -> int:
+    """The row's reference or output concepts (concept level) or claims (judge)."""
+    return int(row[f"{side}_concepts"] if f"{side}_concepts" in row else row[f"{side}_claims"])
+
+
+def summarize(rows: Iterable[dict[str, Any]]) -> dict[str, float | int | None]:
+    """Per-note means of the counts; per rate, its mean over the notes where it is defined
+    (None when it is defined for none) and the micro average (summed counts / summed units);
+    how many notes had an empty output or reference (undefined rates). See the module
+    docstring."""
     rows = list(rows)
-    return {f"mean_{k}": sum(r[k] for r in rows) / len(rows) for k in KEYS} if rows else {}
+    if not rows:
+        return {}
+    out: dict[str, float | int | None] = {}
+    for k, (count, side) in RATES.items():
+        out[f"mean_{count}"] = sum(r[count] for r in rows) / len(rows)
+        vals = [r[k] for r in rows if r[k] is not None]
+        out[f"mean_{k}"] = sum(vals) / len(vals) if vals else None
+        den = sum(_units(r, side) for r in rows)
+        out[f"micro_{k}"] = sum(r[count] for r in rows) / den if den else None
+    out["empty_outputs"] = sum(r["incorrect_rate"] is None for r in rows)
+    out["empty_references"] = sum(r["missed_rate"] is None for r in rows)
+    return out
 
 
 @register("rubric", needs_model=False)

@@ -10,7 +10,9 @@ a clinical concept F1 (a MEDCON proxy).
   are ICD-10-CM terms (phrases of the official descriptions, ``simple-icd-10-cm``; longest match
   of up to 6 words) and drug names (``drug-named-entity-recognition``'s offline dictionary,
   normalized to the drug's name), each marked ``no:`` inside a negation scope ("denies chest
-  pain"); F1 between the concept sets of the reference and the output.
+  pain"); F1 between the concept sets of the reference and the output. When neither has a
+  concept the F1 is undefined (``None``, not a perfect 1.0): :func:`mean_defined` averages over
+  the other notes, and ``note_scores`` counts them (``concept_f1_undefined``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import functools
 import importlib
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -83,15 +86,24 @@ def medical_concepts(text: str) -> set[str]:
     return out
 
 
-def concept_f1(reference: str, output: str) -> dict[str, float]:
+def concept_f1(reference: str, output: str) -> dict[str, float | None]:
+    """Concept precision, recall and F1 of ``output`` against ``reference``. Precision is None
+    without output concepts, recall None without reference concepts (0/0: undefined); F1 is 0
+    when only one side has concepts, None when neither has (nothing to score)."""
     ref, out = medical_concepts(reference), medical_concepts(output)
     if not ref and not out:
-        return {"concept_precision": 1.0, "concept_recall": 1.0, "concept_f1": 1.0}
+        return {"concept_precision": None, "concept_recall": None, "concept_f1": None}
     tp = len(ref & out)
-    p = tp / len(out) if out else 0.0
-    r = tp / len(ref) if ref else 0.0
-    f = 2 * p * r / (p + r) if p + r else 0.0
+    p = tp / len(out) if out else None
+    r = tp / len(ref) if ref else None
+    f = 2 * p * r / (p + r) if p and r else 0.0
     return {"concept_precision": p, "concept_recall": r, "concept_f1": f}
+
+
+def mean_defined(values: Iterable[float | None]) -> float | None:
+    """The mean of the values that are not None (undefined scores); None if there are none."""
+    vals = [v for v in values if v is not None]
+    return sum(vals) / len(vals) if vals else None
 
 
 def resolve_encoder(name: str) -> Path | None:
@@ -133,10 +145,17 @@ def bertscore(
 
 def note_scores(
     predictions: list[str], references: list[str], spec: Any, device: str
-) -> tuple[list[dict[str, float]], dict[str, Any]]:
-    """Per pair: concept F1 (+ BERTScore F1 when an encoder is available); and what was used."""
-    rows = [concept_f1(r, p) for p, r in zip(predictions, references, strict=True)]
-    info: dict[str, Any] = {"concepts": "ICD-10-CM terms + drug names, negation-marked"}
+) -> tuple[list[dict[str, float | None]], dict[str, Any]]:
+    """Per pair: concept F1 (None where undefined) (+ BERTScore F1 when an encoder is
+    available); and what was used, with the number of undefined concept F1s."""
+    rows: list[dict[str, float | None]] = [
+        concept_f1(r, p) for p, r in zip(predictions, references, strict=True)
+    ]
+    info: dict[str, Any] = {
+        "concepts": "ICD-10-CM terms + drug names, negation-marked",
+        # notes with no concept in either text: undefined F1, left out of the mean
+        "concept_f1_undefined": sum(r["concept_f1"] is None for r in rows),
+    }
     if not spec.bertscore:
         info["bertscore"] = "disabled"
         return rows, info
