@@ -74,10 +74,20 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ACI_DIR = REPO.parent / "shared" / "data" / "aci_bench"
 
 try:
-    from clinitune.data.sections import ACI_DIVISIONS, assign_divisions, split_sections
+    from clinitune.data.sections import (
+        ACI_DIVISIONS,
+        assign_divisions,
+        division_texts,
+        split_sections,
+    )
 except ImportError:  # run from a checkout under an interpreter without clinitune installed
     sys.path.insert(0, str(REPO / "src"))
-    from clinitune.data.sections import ACI_DIVISIONS, assign_divisions, split_sections
+    from clinitune.data.sections import (
+        ACI_DIVISIONS,
+        assign_divisions,
+        division_texts,
+        split_sections,
+    )
 
 DIVISIONS: tuple[str, ...] = tuple(ACI_DIVISIONS)
 EMPTY_MARK = "#####EMPTY#####"
@@ -130,10 +140,8 @@ def token_f1(pred: str, ref: str) -> float:
 
 def clinitune_divisions(note: str) -> list[str]:
     """Division texts in ``DIVISIONS`` order: each assigned section's raw span incl. header."""
-    secs = split_sections(note)
-    prev_end = {id(s): (secs[i - 1].end if i else 0) for i, s in enumerate(secs)}
-    divs = assign_divisions(secs)
-    return ["\n".join(note[prev_end[id(s)] : s.end] for s in divs[d]) for d in DIVISIONS]
+    divs = division_texts(note)  # the same split the evaluation's per-division ROUGE uses
+    return [divs[d] for d in DIVISIONS]
 
 
 def load_split(aci_dir: Path, split: str) -> tuple[dict[str, str], dict[str, dict[str, str]], str]:

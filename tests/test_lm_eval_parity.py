@@ -95,3 +95,48 @@ def test_accuracy_equals_lm_eval(tmp_path, tiny, tokenizer, monkeypatch, fmt, fi
     ]
     assert acc / len(qs) == pytest.approx(results["acc,none"])
     assert sum(norm) / len(qs) == pytest.approx(results["acc_norm,none"])
+
+
+def test_prompts_match_lm_eval_task_definitions(tmp_path):
+    """Each format's prompt is the one lm-eval's own task builds from the same item (its
+    ``doc_to_text``), so a drift on either side fails here, not only in the scores."""
+    import importlib
+    import importlib.resources
+
+    import jinja2
+    import yaml
+
+    from clinitune.evaluate.mcq import LOADERS
+
+    tasks = importlib.resources.files("lm_eval") / "tasks"
+    ctxs = ["First abstract sentence.", "Second context, with a result."]
+    (tmp_path / "p.json").write_text(
+        json.dumps({"1": {"QUESTION": "Does X work?", "CONTEXTS": ctxs, "final_decision": "no"}})
+    )
+    pubmed = importlib.import_module("lm_eval.tasks.pubmedqa.preprocess_pubmedqa")
+    (q,) = LOADERS["pubmedqa_json"](tmp_path / "p.json")
+    assert q.context == pubmed.doc_to_text({"CONTEXTS": ctxs, "QUESTION": "Does X work?"})
+
+    opts = {"A": "aspirin", "B": "heparin", "C": "warfarin", "D": "none"}
+    (tmp_path / "q.jsonl").write_text(
+        json.dumps({"question": "Which drug?", "options": opts, "answer_idx": "B"}) + "\n"
+    )
+    medqa = importlib.import_module("lm_eval.tasks.medqa.preprocess_medqa")
+    (q,) = LOADERS["medqa_jsonl"](tmp_path / "q.jsonl")
+    doc = {"sent1": "Which drug?", **{f"ending{i}": v for i, v in enumerate(opts.values())}}
+    assert q.context == medqa.doc_to_text(doc) and q.answer == 1
+
+    mc = {"question": "Which nerve?", "opa": "ulnar", "opb": "radial", "opc": "median",
+          "opd": "axillary", "cop": 3}  # fmt: skip
+    (tmp_path / "m.jsonl").write_text(json.dumps(mc) + "\n")
+    medmcqa = importlib.import_module("lm_eval.tasks.medmcqa.utils_medmcqa")
+    (q,) = LOADERS["medmcqa_jsonl"](tmp_path / "m.jsonl")
+    assert q.context == medmcqa.doc_to_text(mc) and q.answer == 2
+
+    (tmp_path / "anatomy_test.csv").write_text("Which bone?,femur,tibia,ulna,skull,C\n")
+    (q,) = LOADERS["mmlu_csv"](tmp_path / "anatomy_test.csv")
+    tpl = yaml.safe_load((tasks / "mmlu" / "default" / "_default_template_yaml").read_text())
+    sub = yaml.safe_load((tasks / "mmlu" / "default" / "mmlu_anatomy.yaml").read_text())
+    doc = {"question": "Which bone?", "choices": ["femur", "tibia", "ulna", "skull"]}
+    assert q.context == jinja2.Template(tpl["doc_to_text"]).render(**doc)
+    assert q.description == sub["description"] and q.answer == 2

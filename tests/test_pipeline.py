@@ -132,7 +132,10 @@ def test_end_to_end_cli_run_tiny_model(tmp_path, tiny_model_dir):
         assert (
             c["n"] == 6 and c["prevalence"] == 0.5 and isinstance(c["collapse"]["collapsed"], bool)
         )
-    assert "p_value" in m["comparisons"]["final"]["classification"]["arrest"]["choice"]
+    choice_cmp = m["comparisons"]["final"]["classification"]["arrest"]["choice"]
+    assert "p_value" in choice_cmp and "ci_low" in choice_cmp
+    assert {"f1", "recall", "precision"} <= set(choice_cmp["metrics"])
+    assert "rougeL" in m["comparisons"]["final"]["rouge"]
     gm = json.loads((layout.generations / "final" / "manifest.json").read_text())
     assert gm["counts"]["examples"] + gm["counts"]["dropped_reference_too_long"] == 4
     lo, hi = final["ci95"]["held_out.loss"]
@@ -165,6 +168,13 @@ def test_end_to_end_cli_run_tiny_model(tmp_path, tiny_model_dir):
     assert m["comparisons"]["base"]["held_out_loss"]["diff"] > 0  # base is worse
     res = CliRunner().invoke(app, ["evaluate", *args[1:], "--models", "base,nosuchstage"])
     assert res.exit_code != 0 and "nosuchstage" in res.output
+    # evaluate --models M --baseline B: M compared with B
+    res = CliRunner().invoke(
+        app, ["evaluate", *args[1:], "--models", "final", "--baseline", "base"]
+    )
+    assert res.exit_code == 0, res.output
+    m = json.loads(layout.metrics.read_text())
+    assert m["baseline"] == "base" and list(m["comparisons"]) == ["final"]
 
 
 TOY = {

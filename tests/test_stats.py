@@ -43,3 +43,40 @@ def test_wilson_and_bootstrap_intervals():
     # token-weighted: sum(num)/sum(den)
     lo, hi = bootstrap_ci([2.0] * 50, [1.0] * 50, seed=0)
     assert lo == hi == 2.0
+
+
+def test_binary_bootstrap_matches_sklearn_and_finds_a_real_gain():
+    import numpy as np
+
+    from clinitune.evaluate.classify import binary_metrics
+    from clinitune.evaluate.stats import paired_bootstrap_binary
+
+    rng = np.random.default_rng(1)
+    gold = rng.random(200) < 0.3
+    sa = np.clip(gold * 0.15 + rng.random(200) * 0.85, 0, 1)  # weak model
+    sb = np.clip(gold * 0.6 + rng.random(200) * 0.4, 0, 1)  # strong model
+    sa[:10] = 0.5  # ties
+    pa, pb = sa >= 0.5, sb >= 0.5
+    res = paired_bootstrap_binary(gold, pa, pb, sa, sb, n_boot=500)
+    lab = lambda v: ["yes" if x else "no" for x in v]  # noqa: E731
+    ma = binary_metrics(lab(gold), lab(pa), scores=list(sa))
+    mb = binary_metrics(lab(gold), lab(pb), scores=list(sb))
+    for k in ("precision", "recall", "f1", "mcc", "balanced_accuracy", "auroc"):
+        assert abs(res[k]["diff"] - (mb[k] - ma[k])) < 1e-9, k
+        assert res[k]["ci_low"] <= res[k]["diff"] <= res[k]["ci_high"]
+    assert res["auroc"]["significant"] and res["f1"]["significant"] and res["f1"]["diff"] > 0
+    same = paired_bootstrap_binary(gold, pa, pa, sa, sa, n_boot=200)
+    assert all(v["diff"] == 0 and not v["significant"] for v in same.values())
+    # one class only in gold: MCC, balanced accuracy and AUROC are undefined, not reported
+    one = paired_bootstrap_binary([True] * 5, [True, False] * 2 + [True], [True] * 5, n_boot=50)
+    assert set(one) == {"precision", "recall", "f1"}
+
+
+def test_accuracy_comparison_has_mcnemar_and_an_interval():
+    from clinitune.evaluate.stats import accuracy_comparison
+
+    a = [True] * 50 + [False] * 50
+    b = [True] * 80 + [False] * 20
+    c = accuracy_comparison(a, b, n_boot=500)
+    assert c["diff"] == 0.3 and c["b_only"] == 30 and c["a_only"] == 0 and c["significant"]
+    assert 0.15 < c["ci_low"] < 0.3 < c["ci_high"] < 0.45

@@ -286,7 +286,9 @@ def evaluate(
         typer.Option(
             "--models",
             help="Comma-separated models to evaluate, the first is the baseline: base, final, "
-            "a stage name or a model directory (recipe: evaluate.models).",
+            "a stage name, a model directory, an embedded name or a hub id in the local cache "
+            "(recipe: evaluate.models). --model stays the base model (model.name), as in every "
+            "command.",
         ),
     ] = None,
     baseline: Annotated[

@@ -32,6 +32,7 @@ __all__ = [
     "Section",
     "assign_divisions",
     "build_lexicon",
+    "division_texts",
     "normalize_header",
     "sections_dict",
     "split_sections",
@@ -358,3 +359,19 @@ def assign_divisions(
         out[div].append(sec)
         prev = div
     return out
+
+
+def division_texts(
+    text: str,
+    divisions: Mapping[str, Sequence[str]] = ACI_DIVISIONS,
+    lexicon: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Each division's text ("" when the note has none of its sections): its sections' raw
+    spans, headers included, in document order -- the parts ACI-Bench scores a note by."""
+    secs = split_sections(text, lexicon)
+    prev_end = {id(s): (secs[i - 1].end if i else 0) for i, s in enumerate(secs)}
+    divs = assign_divisions(secs, divisions)
+    return {
+        d: "\n".join(text[prev_end[id(s)] : s.end].strip("\n") for s in divs[d]).strip()
+        for d in divisions
+    }

@@ -99,7 +99,9 @@ def _pubmedqa(path: Path) -> list[Question]:
             isinstance(c, str) for c in item["CONTEXTS"]
         ):
             raise DataError(f"{path}: item {pmid}: CONTEXTS must be a list of strings")
-        ctx = f"Abstract: {' '.join(item['CONTEXTS'])}\nQuestion: {item['QUESTION']}\nAnswer:"
+        # lm-eval's pubmedqa doc_to_text: contexts joined by newlines
+        abstract = "\n".join(item["CONTEXTS"])
+        ctx = f"Abstract: {abstract}\nQuestion: {item['QUESTION']}\nAnswer:"
         out.append(
             Question(
                 str(pmid), ctx, tuple(f" {x}" for x in labels), labels.index(item["final_decision"])
@@ -361,7 +363,13 @@ def mcq(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
             correct += pred == q.answer
             correct_norm += pred_n == q.answer
             per.append(
-                {"qid": q.qid, "pred": pred, "answer": q.answer, "correct": pred == q.answer}
+                {
+                    "qid": q.qid,
+                    "pred": pred,
+                    "answer": q.answer,
+                    "correct": pred == q.answer,
+                    "correct_norm": pred_n == q.answer,
+                }
             )
         chance = sum(1 / len(q.choices) for q in qs) / len(qs)
         results[spec.name] = {

@@ -63,7 +63,8 @@ def perplexity(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
     docs = sample_documents(ctx)
     if not docs:
         return {
-            "skipped": f"no raw-text (cpt) records in the {spec.split} split",
+            "skipped": f"no raw-text (cpt) records in the {spec.split} split (a cpt task over "
+            "the notes in data.tasks provides them; it need not be trained on)",
             "window": window,
             "stride": stride,
         }

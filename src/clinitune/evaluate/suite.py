@@ -26,10 +26,12 @@ from clinitune.evaluate import (  # noqa: F401
     rouge,
     rubric,
 )
+from clinitune.evaluate.mention import INVALID
 from clinitune.evaluate.registry import EVALUATIONS, EvalContext, LoadedModel
 from clinitune.evaluate.stats import (
+    accuracy_comparison,
     bootstrap_ci,
-    mcnemar_exact,
+    paired_bootstrap_binary,
     paired_bootstrap_mean,
     paired_bootstrap_ratio,
     wilson_ci,
@@ -131,12 +133,19 @@ def evaluate(recipe: Recipe, layout: RunLayout, *, force: bool = False) -> EvalR
         gc.collect()
     for label in per_model:
         per_model[label]["ci95"] = model_cis(per_model[label], per_example[label], recipe.seed)
+    positives = {
+        name: next(v["positive"] for v in res.values() if isinstance(v, dict) and "positive" in v)
+        for name, res in per_model[refs[0].label].get("classification", {}).items()
+        if any(isinstance(v, dict) and "positive" in v for v in res.values())
+    }
     metrics = {
         "recipe": recipe.name,
         "models": {r.label: {"path": str(r.path)} | per_model[r.label] for r in refs},
         "baseline": refs[0].label,
         "comparisons": {
-            r.label: compare(per_example[refs[0].label], per_example[r.label], recipe.seed)
+            r.label: compare(
+                per_example[refs[0].label], per_example[r.label], recipe.seed, positives
+            )
             for r in refs[1:]
         },
         "timings_s": timings,
@@ -180,8 +189,9 @@ def model_cis(res: dict[str, Any], ex: dict[str, Any], seed: int) -> dict[str, l
             nll = [x["nll"] for x in ex[key]]
             out[f"{key}.loss"] = list(bootstrap_ci(nll, [x["tokens"] for x in ex[key]], seed=seed))
     for k in ("rougeLsum", "concept_f1", "bertscore_f1"):
-        if ex.get("rouge") and k in ex["rouge"][0]:
-            out[f"rouge.{k}"] = list(bootstrap_ci([x[k] for x in ex["rouge"]], seed=seed))
+        vals = [x[k] for x in ex.get("rouge", []) if x.get(k) is not None]  # None: undefined
+        if vals:
+            out[f"rouge.{k}"] = list(bootstrap_ci(vals, seed=seed))
     for name, r in res.get("mcq", {}).items():
         out[f"mcq.{name}.acc"] = list(wilson_ci(round(r["acc"] * r["n"]), r["n"]))
     for name, r in res.get("classification", {}).items():
@@ -194,44 +204,82 @@ def model_cis(res: dict[str, Any], ex: dict[str, Any], seed: int) -> dict[str, l
     return out
 
 
-def compare(base: dict[str, Any], other: dict[str, Any], seed: int) -> dict[str, Any]:
-    """Paired comparisons of ``other`` against ``base`` on identical examples."""
+def compare(
+    base: dict[str, Any],
+    other: dict[str, Any],
+    seed: int,
+    positives: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Paired comparisons of ``other`` against ``base`` on identical examples: a paired
+    bootstrap for losses (token-weighted, overall and per task), note scores (overall and per
+    task) and the rubric; McNemar's exact test with the bootstrap interval of the difference for
+    accuracies; a paired bootstrap of each binary metric for the yes/no tasks (``positives``:
+    the positive answer of each, from the base model's summary)."""
     out: dict[str, Any] = {}
     for key, name in (("held_out", "held_out_loss"), ("perplexity", "perplexity_loss")):
         if base.get(key) and other.get(key):  # token-weighted NLL per example
-            a, b = base[key], other[key]
-            out[name] = paired_bootstrap_ratio(
-                [x["nll"] for x in a],
-                [x["tokens"] for x in a],
-                [x["nll"] for x in b],
-                [x["tokens"] for x in b],
-                seed=seed,
-            )
+            a = {(x["task"], x["note_id"]): x for x in base[key]}
+            b = {(x["task"], x["note_id"]): x for x in other[key]}
+            keys = sorted(set(a) & set(b))
+
+            def ratio(ks: list[Any], a: Any = a, b: Any = b) -> dict[str, Any]:
+                return paired_bootstrap_ratio(
+                    [a[k]["nll"] for k in ks],
+                    [a[k]["tokens"] for k in ks],
+                    [b[k]["nll"] for k in ks],
+                    [b[k]["tokens"] for k in ks],
+                    seed=seed,
+                )
+
+            if keys:
+                out[name] = ratio(keys)
+                tasks = sorted({k[0] for k in keys})
+                if len(tasks) > 1:
+                    out[f"{name}_by_task"] = {
+                        t: ratio([k for k in keys if k[0] == t]) for t in tasks
+                    }
     for key, metrics in (
-        ("rouge", ("rouge1", "rouge2", "rougeLsum", "concept_f1", "bertscore_f1")),
+        ("rouge", ("rouge1", "rouge2", "rougeL", "rougeLsum", "concept_f1", "bertscore_f1")),
         ("rubric", ("missed_rate", "incorrect_rate", "irrelevant_rate")),
     ):
         if key in base and key in other:  # per generated note
             a = {(x["task"], x["source"], x["note_id"]): x for x in base[key]}
             b = {(x["task"], x["source"], x["note_id"]): x for x in other[key]}
             keys = sorted(set(a) & set(b))
+
+            def means(ks: list[Any], a: Any = a, b: Any = b, metrics: Any = metrics) -> Any:
+                res = {}
+                for k in metrics:
+                    # notes where the metric is undefined for either model are left out
+                    both = [i for i in ks if a[i].get(k) is not None and b[i].get(k) is not None]
+                    if both:
+                        res[k] = paired_bootstrap_mean(
+                            [a[i][k] for i in both], [b[i][k] for i in both], seed=seed
+                        )
+                return res
+
             if keys:
-                out[key] = {
-                    k: paired_bootstrap_mean(
-                        [a[i][k] for i in keys], [b[i][k] for i in keys], seed=seed
-                    )
-                    for k in metrics
-                    if k in a[keys[0]] and k in b[keys[0]]
-                }
+                out[key] = means(keys)
+                tasks = sorted({k[0] for k in keys})
+                if key == "rouge" and len(tasks) > 1:
+                    out["rouge_by_task"] = {t: means([k for k in keys if k[0] == t]) for t in tasks}
     if "mcq" in base and "mcq" in other:
         out["mcq"] = {}
         for name in base["mcq"]:
             if name not in other["mcq"]:
                 continue
-            a = {x["qid"]: x["correct"] for x in base["mcq"][name]}
-            b = {x["qid"]: x["correct"] for x in other["mcq"][name]}
+            a = {x["qid"]: x for x in base["mcq"][name]}
+            b = {x["qid"]: x for x in other["mcq"][name]}
             keys = sorted(set(a) & set(b))
-            out["mcq"][name] = mcnemar_exact([a[k] for k in keys], [b[k] for k in keys])
+            out["mcq"][name] = accuracy_comparison(
+                [a[k]["correct"] for k in keys], [b[k]["correct"] for k in keys], seed=seed
+            )
+            if keys and "correct_norm" in a[keys[0]] and "correct_norm" in b[keys[0]]:
+                out["mcq"][f"{name}.acc_norm"] = accuracy_comparison(
+                    [a[k]["correct_norm"] for k in keys],
+                    [b[k]["correct_norm"] for k in keys],
+                    seed=seed,
+                )
     if "classification" in base and "classification" in other:
         out["classification"] = {}
         for name, exs in base["classification"].items():
@@ -240,14 +288,35 @@ def compare(base: dict[str, Any], other: dict[str, Any], seed: int) -> dict[str,
             a = {x["id"]: x for x in exs}
             b = {x["id"]: x for x in other["classification"][name]}
             keys = sorted(set(a) & set(b))
-            out["classification"][name] = {
-                method: mcnemar_exact(
+            res = {}
+            for method, score in (("choice", "p_pos"), ("choice_calibrated", "p_pos_calibrated"),
+                                  ("generate", None)):  # fmt: skip
+                if not keys or method not in a[keys[0]] or method not in b[keys[0]]:
+                    continue
+                res[method] = accuracy_comparison(
                     [a[k][method] == a[k]["gold"] for k in keys],
                     [b[k][method] == b[k]["gold"] for k in keys],
+                    seed=seed,
                 )
-                for method in ("choice", "choice_calibrated", "generate")
-                if keys and method in a[keys[0]] and method in b[keys[0]]
-            }
+                pos = (positives or {}).get(name)
+                if pos is not None:
+                    gold = [a[k]["gold"] == pos for k in keys]
+                    # an invalid answer counts as wrong (as in the summary's binary metrics)
+                    pa, pb = (
+                        [x[k][method] == pos if x[k][method] != INVALID else not g
+                         for k, g in zip(keys, gold, strict=True)]
+                        for x in (a, b)
+                    )  # fmt: skip
+                    with_scores = score is not None and score in a[keys[0]] and score in b[keys[0]]
+                    res[method]["metrics"] = paired_bootstrap_binary(
+                        gold,
+                        pa,
+                        pb,
+                        [a[k][score] for k in keys] if with_scores else None,
+                        [b[k][score] for k in keys] if with_scores else None,
+                        seed=seed,
+                    )
+            out["classification"][name] = res
     if "diagnosis" in base and "diagnosis" in other:
         out["diagnosis"] = {}
         for name, exs in base["diagnosis"].items():
@@ -260,8 +329,8 @@ def compare(base: dict[str, Any], other: dict[str, Any], seed: int) -> dict[str,
                          for c in ("code_exact", "code_category", "description")):  # fmt: skip
                 keys = sorted(k for k in set(a) & set(b) if a[k][crit] is not None)
                 if keys:
-                    res[crit] = mcnemar_exact(
-                        [a[k][crit] for k in keys], [b[k][crit] for k in keys]
+                    res[crit] = accuracy_comparison(
+                        [a[k][crit] for k in keys], [b[k][crit] for k in keys], seed=seed
                     )
             out["diagnosis"][name] = res
     return out

@@ -194,7 +194,12 @@ def comparison_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
         )
         add("held-out perplexity", lambda d: d["held_out"]["perplexity"], "lower")
         for t in mb["held_out"]["by_task"]:
-            add(f"held-out loss · {t}", lambda d, t=t: d["held_out"]["by_task"][t]["loss"], "lower")
+            add(
+                f"held-out loss · {t}",
+                lambda d, t=t: d["held_out"]["by_task"][t]["loss"],
+                "lower",
+                lambda c, t=t: c["held_out_loss_by_task"][t],
+            )
     if mb.get("perplexity", {}).get("perplexity") is not None:
         pp = mb["perplexity"]
         add(
@@ -211,14 +216,14 @@ def comparison_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
         for k, label in (
             ("rouge1", "ROUGE-1"),
             ("rouge2", "ROUGE-2"),
-            ("rougeL", "ROUGE-L"),
+            ("rougeL", "ROUGE-L (rouge-score's sentence-level rougeL; ACI-Bench's is Lsum)"),
             ("rougeLsum", "ROUGE-Lsum"),
         ):
             add(
                 f"{label} (all generations)",
                 lambda d, k=k: d["rouge"][k],
                 "higher",
-                (lambda c, k=k: c["rouge"][k]) if k != "rougeL" else None,
+                lambda c, k=k: c["rouge"][k],
             )
         sc = mb["rouge"].get("scorers", {})
         if "concept_f1" in mb["rouge"]:
@@ -236,7 +241,21 @@ def comparison_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
                 lambda c: c["rouge"]["bertscore_f1"],
             )
         for t in mb["rouge"]["by_task"]:
-            add(f"ROUGE-Lsum · {t}", lambda d, t=t: d["rouge"]["by_task"][t]["rougeLsum"], "higher")
+            add(
+                f"ROUGE-Lsum · {t}",
+                lambda d, t=t: d["rouge"]["by_task"][t]["rougeLsum"],
+                "higher",
+                lambda c, t=t: c["rouge_by_task"][t]["rougeLsum"],
+            )
+            for div, dv in mb["rouge"]["by_task"][t].get("divisions", {}).items():
+                add(
+                    f"ROUGE-1 / ROUGE-Lsum · {t} · {div} (n={dv['examples']})",
+                    lambda d, t=t, div=div: (
+                        f"{d['rouge']['by_task'][t]['divisions'][div]['rouge1']:.1f} / "
+                        f"{d['rouge']['by_task'][t]['divisions'][div]['rougeLsum']:.1f}"
+                    ),
+                    "higher",
+                )
             add(
                 f"stopped by EOS · {t}",
                 lambda d, t=t: d["rouge"]["by_task"][t]["stopped_rate"],
@@ -252,6 +271,18 @@ def comparison_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
                 "lower",
                 lambda c, k=k: c["rubric"][k],
             )
+            add(
+                f"rubric: {label} information, pooled over notes (micro)",
+                lambda d, k=k: d["rubric"][f"micro_{k}"],
+                "lower",
+            )
+        add(
+            "rubric: notes with an empty output / reference (rates undefined, left out)",
+            lambda d: (
+                f"{d['rubric'].get('empty_outputs', 0)} / {d['rubric'].get('empty_references', 0)}"
+            ),
+            "lower",
+        )
     for name in mb.get("mcq", {}):
         add(
             f"{name} acc (n={mb['mcq'][name]['n']}, chance {mb['mcq'][name]['chance']:.2f})",
@@ -259,7 +290,12 @@ def comparison_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
             "higher",
             lambda c, n=name: c["mcq"][n],
         )
-        add(f"{name} acc_norm", lambda d, n=name: d["mcq"][n]["acc_norm"], "higher")
+        add(
+            f"{name} acc_norm",
+            lambda d, n=name: d["mcq"][n]["acc_norm"],
+            "higher",
+            lambda c, n=name: c["mcq"][f"{n}.acc_norm"],
+        )
     for name, res in mb.get("classification", {}).items():
         for method in ("choice", "choice_calibrated", "generate"):
             if method not in res:
@@ -271,12 +307,17 @@ def comparison_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
                 "higher",
                 lambda c, n=name, k=method: c["classification"][n][k],
             )
-            for key, label in (("f1", "F1"), ("mcc", "MCC"), ("auroc", "AUROC")):
+            for key, label in (("precision", "precision"), ("recall", "recall"), ("f1", "F1"),
+                               ("mcc", "MCC"), ("balanced_accuracy", "balanced accuracy"),
+                               ("auroc", "AUROC")):  # fmt: skip
                 if g.get(key) is not None:
                     add(
                         f"{name} · {method} {label}",
                         lambda d, n=name, k=method, key=key: d["classification"][n][k][key],
                         "higher",
+                        lambda c, n=name, k=method, key=key: c["classification"][n][k]["metrics"][
+                            key
+                        ],
                     )
     for name, res in mb.get("diagnosis", {}).items():
         for crit, label in (("code_exact", "exact code"), ("code_category", "code category"),
@@ -362,7 +403,7 @@ regression, unmarked = not significant at this sample size.</p>
 <table><tr><th>metric</th>{% for m in models %}<th>{{ m }}</th>{% endfor %}{% for m in others %}<th>Δ {{ m }} (95% CI)</th>{% endfor %}</tr>
 {% for r in rows %}<tr><td>{{ r.name }} <span class="muted">({{ r.better }} is better)</span></td>
 {% for v in r.vals %}<td>{{ fmt(v) if v is not none else "—" }}</td>{% endfor %}
-{% for m in others %}{% set c = r.cmp.get(m) %}<td class="{{ cls(c, r.better) }}">{% if c %}{{ fmt(c.diff) }}{% if c.ci_low is defined %} [{{ fmt(c.ci_low) }}, {{ fmt(c.ci_high) }}]{% else %} (p={{ fmt(c.p_value) }}){% endif %}{% else %}—{% endif %}</td>{% endfor %}</tr>
+{% for m in others %}{% set c = r.cmp.get(m) %}<td class="{{ cls(c, r.better) }}">{% if c %}{{ fmt(c.diff) }}{% if c.ci_low is defined %} [{{ fmt(c.ci_low) }}, {{ fmt(c.ci_high) }}]{% endif %}{% if c.p_value is defined %} (McNemar p={{ fmt(c.p_value) }}){% endif %}{% else %}—{% endif %}</td>{% endfor %}</tr>
 {% endfor %}</table>
 {% if bars %}<img alt="metrics per model" src="data:image/png;base64,{{ bars }}">
 <p class="muted">Bars: each model's value with its 95% interval (bootstrap over examples; Wilson
@@ -413,7 +454,8 @@ findings by type: {{ phi.findings_by_type or "none" }}. Counts only: findings ar
 <h2>Caveats</h2><ul>
 <li>Sample sizes are small in the quickstart; intervals are wide. Use the CIs, not the point estimates.</li>
 <li>Held-out loss is measured on completion tokens of the test split with the prompts the model was trained with.</li>
-<li>Multiple-choice accuracy is zero-shot log-likelihood scoring of a seeded random sample.</li>
+{% for line in mcq_notes %}<li>{{ line }}</li>{% endfor %}
+{% for line in skipped %}<li class="bad">{{ line }}</li>{% endfor %}
 {% for k, v in scorers.items() %}<li>Note scores, {{ k }}: {{ v }}.</li>{% endfor %}
 </ul>
 <p class="muted">Machine-readable: <code>eval/metrics.json</code>; per-example values: <code>eval/per_example/</code>.</p>
@@ -449,6 +491,25 @@ def write_report(recipe: Recipe, layout: RunLayout) -> Path:
                 examples += [{"model": m, **r} for r in rows]
     models = list(metrics["models"])
     cls_rows = classification_rows(metrics)
+    mb = metrics["models"][metrics["baseline"]]
+    sampled = {q.name: q.n for q in recipe.evaluate.mcq}
+    mcq_notes = [
+        f"{name}: {r['num_fewshot']}-shot log-likelihood scoring of the choices, "
+        f"{'with the chat template' if r['chat_template'] else 'plain prompt'}, "
+        + (f"a seeded random sample of {r['n']} questions"
+           if sampled.get(name) is not None else f"all {r['n']} questions of the file")
+        for name, r in mb.get("mcq", {}).items()
+    ]  # fmt: skip
+    dropped = mb.get("rouge", {}).get("dropped_reference_too_long", 0)
+    skipped = [
+        f"Note scores and the rubric leave out {dropped} sampled record(s) whose reference is "
+        "longer than data.max_seq_len (the longest notes): the averages cover the rest."
+    ] * bool(dropped) + [
+        f"{what} not measured: {mb[key]['skipped']}"
+        for key, what in (("perplexity", "Document perplexity"), ("held_out", "Held-out loss"),
+                          ("rouge", "Note scores"), ("rubric", "HEAL's rubric"))
+        if isinstance(mb.get(key), dict) and mb[key].get("skipped")
+    ]  # fmt: skip
     env = Environment(autoescape=select_autoescape(default=True))
     page = env.from_string(TEMPLATE).render(
         name=recipe.name,
@@ -477,6 +538,8 @@ def write_report(recipe: Recipe, layout: RunLayout) -> Path:
         split=counts.get("split", {}),
         tok=counts.get("tokenize", {}),
         examples=examples,
+        mcq_notes=mcq_notes,
+        skipped=skipped,
     )
     atomic_write_text(layout.report, page)
     return layout.report
