@@ -26,6 +26,16 @@ MEDICAL_MMLU = (
     "professional_medicine",
 )
 
+# General-knowledge subjects for the retention check (STEM, humanities, social sciences, other).
+GENERAL_MMLU = (
+    "elementary_mathematics",
+    "high_school_world_history",
+    "philosophy",
+    "high_school_geography",
+    "us_foreign_policy",
+    "computer_security",
+)
+
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as f:
@@ -91,6 +101,22 @@ def mmlu(shared: Path, rng: random.Random) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows(rows)
+    # Retention: general subjects, test split, sampled the same way (drawn after the medical
+    # sample, so that one is unchanged); and each group's dev questions for few-shot prompts.
+    general: list[list[str]] = []
+    for subj in GENERAL_MMLU:
+        with open(shared / "mmlu" / "test" / f"{subj}_test.csv", newline="", encoding="utf-8") as f:
+            data = list(csv.reader(f))
+        general += [[*data[i], subj] for i in sorted(rng.sample(range(len(data)), 20))]
+    with open(OUT / "mcq" / "mmlu_general_test.csv", "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(general)
+    for group, subjects in (("medical", MEDICAL_MMLU), ("general", GENERAL_MMLU)):
+        dev: list[list[str]] = []
+        for subj in subjects:
+            with open(shared / "mmlu" / "dev" / f"{subj}_dev.csv", newline="", encoding="utf-8") as f:
+                dev += [[*row, subj] for row in csv.reader(f)]
+        with open(OUT / "mcq" / f"mmlu_{group}_dev.csv", "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows(dev)
     # General-domain text stand-in for CPT mixing at toy scale: MMLU *dev* questions of
     # non-medical subjects written out as text (the retention evaluation uses *test*).
     docs = []

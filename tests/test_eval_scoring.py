@@ -191,3 +191,20 @@ def test_sliding_window_scores_every_token_once_with_context(tiny, window, strid
         assert len(rows) == 1
         s, n = _naive_nll(tiny, ids, ids)
         assert got == pytest.approx(s, rel=1e-4) and n == len(ids) - 1
+
+
+def test_mmlu_fewshot_comes_from_the_subject_dev_questions_in_file_order():
+    """As lm-eval's MMLU tasks: 5 shots = the subject's 5 dev questions, first to last."""
+    from clinitune.evaluate.mcq import _load, load_questions, with_prompts
+
+    r = load_recipe("heal_soap")
+    spec = next(m for m in r.evaluate.mcq if m.name == "mmlu_general")
+    spec = spec.model_copy(update={"num_fewshot": 5, "n": 12})
+    qs = load_questions(spec, r.resolve_path(spec.path), 0)
+    pool = _load(spec, r.resolve_path(spec.fewshot_path))
+    for q, p in zip(qs, with_prompts(spec, qs, pool, 0), strict=True):
+        dev = [x for x in pool if x.group == q.group]
+        assert len(dev) == 5 and p.group == q.group
+        shots = "".join(f"{e.context}{e.choices[e.answer]}\n\n" for e in dev)
+        assert p.context == q.description + shots + q.context
+    assert len({q.group for q in qs}) > 1

@@ -216,6 +216,7 @@ def test_paper_recipes_run_at_toy_scale_on_embedded_model(tmp_path, name, smollm
         "evaluate.generation.batch_size=2",
         "evaluate.mcq.0.n=3",
         "evaluate.mcq.1.n=3",
+        "evaluate.mcq.2.n=3",
         "train.0.gradient_checkpointing=false",
     ]
     for s in sets:

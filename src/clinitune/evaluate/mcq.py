@@ -42,6 +42,7 @@ class Question:
     choices: tuple[str, ...]  # continuations, each starting with a space
     answer: int
     description: str = ""  # a header before the few-shot examples (MMLU's subject line)
+    group: str = ""  # MMLU's subject: few-shot examples come from the same one, as in lm-eval
 
     @property
     def prompt(self) -> str:
@@ -73,6 +74,7 @@ def _mmlu(path: Path) -> list[Question]:
                     tuple(f" {x}" for x in LETTERS),
                     LETTERS.index(ans.strip()),
                     f"The following are multiple choice questions (with answers) about {subj}.\n\n",
+                    subject,
                 )
             )
     return out
@@ -208,27 +210,36 @@ def with_prompts(
     fmt: ChatFormatter | None = None,
 ) -> list[Question]:
     """The questions as scored: description, ``num_fewshot`` solved examples from ``pool``
-    (seeded per question, never the question itself; "<question> <answer>" blocks separated
-    by blank lines, as lm-eval formats them), then the question. With ``fmt`` the whole prompt
+    (seeded per question, never the question itself, from the question's own subject when it
+    has one; "<question> <answer>" blocks separated by blank lines, as lm-eval formats them),
+    then the question. With ``fmt`` the whole prompt
     is one user turn of the chat template and the choices lose their leading space."""
     out = []
     for q in qs:
         shots = ""
         if spec.num_fewshot:
-            others = [x for x in pool if x.qid != q.qid or x.context != q.context]
+            others = [
+                x for x in pool if (x.qid != q.qid or x.context != q.context) and x.group == q.group
+            ]
             if len(others) < spec.num_fewshot:
+                where = f" for subject {q.group!r}" if q.group else ""
                 raise DataError(
                     f"{spec.name}: {spec.num_fewshot} few-shot examples asked, "
-                    f"{len(others)} available"
+                    f"{len(others)} available{where}"
                 )
-            ex = random.Random(f"{seed}:{spec.name}:{q.qid}").sample(others, spec.num_fewshot)
+            # in file order: with MMLU's 5 dev questions per subject and 5 shots, the prompt is
+            # lm-eval's (its first_n sampler on the dev split)
+            pick = random.Random(f"{seed}:{spec.name}:{q.qid}").sample(
+                range(len(others)), spec.num_fewshot
+            )
+            ex = [others[i] for i in sorted(pick)]
             shots = "".join(f"{e.context}{e.choices[e.answer]}\n\n" for e in ex)
         prompt = q.description + shots + q.context
         choices = q.choices
         if fmt is not None:
             prompt = fmt.prompt_text({"instruction": prompt, "input": ""})
             choices = tuple(c.removeprefix(" ") for c in q.choices)
-        out.append(Question(q.qid, prompt, choices, q.answer))
+        out.append(Question(q.qid, prompt, choices, q.answer, group=q.group))
     return out
 
 
@@ -372,6 +383,15 @@ def mcq(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
                 }
             )
         chance = sum(1 / len(q.choices) for q in qs) / len(qs)
+        by_subject: dict[str, dict[str, Any]] = {}
+        for q, e in zip(qs, per, strict=True):
+            if q.group:
+                b = by_subject.setdefault(q.group, {"correct": 0, "n": 0})
+                b["correct"] += e["correct"]
+                b["n"] += 1
+        subjects = {
+            g: {"acc": b["correct"] / b["n"], "n": b["n"]} for g, b in sorted(by_subject.items())
+        }
         results[spec.name] = {
             "acc": correct / len(qs),
             "acc_norm": correct_norm / len(qs),
@@ -380,6 +400,7 @@ def mcq(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
             "format": spec.format,
             "num_fewshot": spec.num_fewshot,
             "chat_template": spec.chat_template,
+            **({"by_subject": subjects} if len(subjects) > 1 else {}),
             "per_example": per,
         }
     return results

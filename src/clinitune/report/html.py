@@ -296,6 +296,12 @@ def comparison_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
             "higher",
             lambda c, n=name: c["mcq"][f"{n}.acc_norm"],
         )
+        for subj, sv in mb["mcq"][name].get("by_subject", {}).items():
+            add(
+                f"{name} · {subj} acc (n={sv['n']})",
+                lambda d, n=name, subj=subj: d["mcq"][n]["by_subject"][subj]["acc"],
+                "higher",
+            )
     for name, res in mb.get("classification", {}).items():
         for method in ("choice", "choice_calibrated", "generate"):
             if method not in res:
