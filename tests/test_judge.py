@@ -90,6 +90,10 @@ def test_judged_counts_follow_heal_definitions(server):
     # claim is contradicted by the source; "smokes daily" is true but not in the reference
     assert r["missed"] == 2 and r["incorrect"] == 1 and r["contradicted"] == 1
     assert r["irrelevant"] == 1 and r["missed_rate"] == pytest.approx(2 / 3)
+    # the source contradicts it: incorrect even though a (wrong) reference says the same
+    bad_ref = "Right knee pain. Takes ibuprofen 400 mg"
+    r = judged_rubric(j, SRC, bad_ref, bad_ref, "n3")
+    assert r["incorrect"] == 1 and r["contradicted"] == 1 and r["missed"] == 0
 
 
 def test_malformed_json_and_5xx_are_retried(server):

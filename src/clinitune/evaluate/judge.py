@@ -352,8 +352,9 @@ def describe(spec: JudgeSpec) -> str:
 
 def judged_rubric(judge: Judge, source: str, reference: str, output: str, what: str) -> dict:
     """HEAL's counts by claims: missed = reference claims the output does not support;
-    incorrect = output claims the source contradicts or does not mention (and the reference
-    does not support either); irrelevant = output claims the source supports but the
+    incorrect = output claims the source contradicts (whatever the reference says), or does
+    not mention unless the reference supports them (facts a physician adds from the chart);
+    irrelevant = output claims the source supports but the
     reference does not. A rate without claims to divide by (an empty output or reference) is
     None: undefined, not 0 (see :mod:`clinitune.evaluate.rubric`)."""
     ref_claims = judge.claims(reference, f"{what}/claims(reference)")
@@ -363,7 +364,8 @@ def judged_rubric(judge: Judge, source: str, reference: str, output: str, what: 
     in_ref = judge.verdicts(out_claims, reference, f"{what}/output-vs-reference")
     missed = sum(v != "supported" for v in in_output)
     incorrect = sum(
-        s != "supported" and r != "supported" for s, r in zip(in_source, in_ref, strict=True)
+        s == "contradicted" or (s != "supported" and r != "supported")
+        for s, r in zip(in_source, in_ref, strict=True)
     )
     irrelevant = sum(
         s == "supported" and r != "supported" for s, r in zip(in_source, in_ref, strict=True)
