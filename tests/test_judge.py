@@ -103,6 +103,17 @@ def test_malformed_json_and_5xx_are_retried(server):
     assert j.calls == 3 and j.retried == 2
 
 
+def test_backoff_doubles_between_attempts(server, monkeypatch):
+    import clinitune.evaluate.judge as judge_mod
+
+    waits: list[float] = []
+    monkeypatch.setattr(judge_mod.time, "sleep", waits.append)
+    _Handler.mode = ["500", "bad_json", "500", "ok"]
+    j = Judge(JudgeSpec(kind="openai", model="m", url=server, backoff_s=0.5, retries=3))
+    assert j.claims("A. B", "n1/claims") == ["A", "B"]
+    assert waits == [0.5, 1.0, 2.0]
+
+
 def test_retries_run_out_with_a_message_naming_the_call(server):
     _Handler.mode = ["bad_json"] * 3
     with pytest.raises(
