@@ -191,14 +191,18 @@ def _summary(metrics: dict[str, Any]) -> None:
     for row in comparison_rows(metrics):
         if "·" in row["name"] and "loss" not in row["name"]:
             continue
-        vals = [f"{v:.3f}" if isinstance(v, float) else "—" for v in row["vals"]]
+        vals = [
+            f"{v:.3f}" if isinstance(v, float) else "—" if v is None else str(v)
+            for v in row["vals"]
+        ]
         deltas = []
         for m in others:
             c = row["cmp"].get(m)
             if not c:
                 deltas.append("")
             elif "ci_low" in c:
-                deltas.append(f"{c['diff']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]")
+                p = f" p={c['p_value']:.2f}" if "p_value" in c else ""
+                deltas.append(f"{c['diff']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]{p}")
             else:
                 deltas.append(f"{c['diff']:+.3f} (p={c['p_value']:.2f})")
         t.add_row(row["name"], *vals, *deltas)

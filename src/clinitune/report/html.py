@@ -216,7 +216,7 @@ def comparison_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
         for k, label in (
             ("rouge1", "ROUGE-1"),
             ("rouge2", "ROUGE-2"),
-            ("rougeL", "ROUGE-L (rouge-score's sentence-level rougeL; ACI-Bench's is Lsum)"),
+            ("rougeL", "ROUGE-L (sentence-level; ACI-Bench's ROUGE-L is Lsum)"),
             ("rougeLsum", "ROUGE-Lsum"),
         ):
             add(
@@ -506,6 +506,14 @@ def write_report(recipe: Recipe, layout: RunLayout) -> Path:
            if sampled.get(name) is not None else f"all {r['n']} questions of the file")
         for name, r in mb.get("mcq", {}).items()
     ]  # fmt: skip
+    undefined = {
+        m: d.get("rouge", {}).get("scorers", {}).get("concept_f1_undefined", 0)
+        for m, d in metrics["models"].items()
+    }
+    concept_note = [
+        "Concept F1 is undefined (no vocabulary concept in either text) and left out of its mean "
+        "for " + ", ".join(f"{n} note(s) of {m}" for m, n in undefined.items() if n) + "."
+    ] * any(undefined.values())
     dropped = mb.get("rouge", {}).get("dropped_reference_too_long", 0)
     skipped = [
         f"Note scores and the rubric leave out {dropped} sampled record(s) whose reference is "
@@ -532,7 +540,11 @@ def write_report(recipe: Recipe, layout: RunLayout) -> Path:
         bars=bars_plot(metrics),
         len_png=length_plot(layout, models),
         cls_rows=cls_rows,
-        scorers=metrics["models"][metrics["baseline"]].get("rouge", {}).get("scorers", {}),
+        scorers={
+            k: v
+            for k, v in mb.get("rouge", {}).get("scorers", {}).items()
+            if k != "concept_f1_undefined"
+        },
         cm_png=confusion_plot(cls_rows),
         loss_png=loss_plot(stage_logs),
         stages=stages,
@@ -545,7 +557,7 @@ def write_report(recipe: Recipe, layout: RunLayout) -> Path:
         tok=counts.get("tokenize", {}),
         examples=examples,
         mcq_notes=mcq_notes,
-        skipped=skipped,
+        skipped=skipped + concept_note,
     )
     atomic_write_text(layout.report, page)
     return layout.report
