@@ -113,7 +113,8 @@ def mmlu(shared: Path, rng: random.Random) -> None:
     for group, subjects in (("medical", MEDICAL_MMLU), ("general", GENERAL_MMLU)):
         dev: list[list[str]] = []
         for subj in subjects:
-            with open(shared / "mmlu" / "dev" / f"{subj}_dev.csv", newline="", encoding="utf-8") as f:
+            src = shared / "mmlu" / "dev" / f"{subj}_dev.csv"
+            with open(src, newline="", encoding="utf-8") as f:
                 dev += [[*row, subj] for row in csv.reader(f)]
         with open(OUT / "mcq" / f"mmlu_{group}_dev.csv", "w", newline="", encoding="utf-8") as f:
             csv.writer(f).writerows(dev)

@@ -69,3 +69,17 @@ def test_report_marks_gains_and_losses_by_direction():
     acc = next(r for n, r in rows.items() if n.startswith("m acc ("))
     assert _cls(acc["cmp"]["final"], acc["better"]) == "good"
     assert "final" in rows["m acc_norm"]["cmp"] and "final" in rows["held-out loss · mdm"]["cmp"]
+
+
+def test_loss_pairs_every_chunk_of_a_long_note():
+    """A note held out in several chunks has several rows with one note_id: each pairs with the
+    same chunk of the other model, so the paired diff equals the difference of the losses."""
+
+    def rows(nlls):
+        ids = ["n1", "n1", "n2"]  # n1 in two chunks
+        return [{"task": "t", "source": "s", "note_id": i, "nll": x, "tokens": 10}
+                for i, x in zip(ids, nlls, strict=True)]  # fmt: skip
+
+    a, b = rows([10.0, 50.0, 20.0]), rows([10.0, 10.0, 20.0])
+    c = compare({"held_out": a}, {"held_out": b}, 0)["held_out_loss"]
+    assert c["n"] == 3 and abs(c["diff"] - (40 / 30 - 80 / 30)) < 1e-12

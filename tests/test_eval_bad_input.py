@@ -68,10 +68,10 @@ def test_a_label_outside_both_sets_is_an_error(tmp_path, label):
 
 def test_defaults_accept_the_usual_yes_no_codes(tmp_path):
     spec = ClassifySpec(name="x", path="cls.jsonl", question="q?")
-    labels = [1, 0, "Yes", "NO", True, False, "y", "n", "negative", " T "]
+    labels = [1, 0, "Yes", "NO", True, False, "y", "n", "negative", " T ", "Positive", 1.0, 0.0]
     p = _jsonl(tmp_path, [{"text": "t", "label": v} for v in labels])
     assert [y for _, _, y in _read_file(spec, p)] == [
-        True, False, True, False, True, False, True, False, False, True,
+        True, False, True, False, True, False, True, False, False, True, True, True, False,
     ]  # fmt: skip
 
 
@@ -82,8 +82,14 @@ def test_label_field_on_a_text_column_does_not_print_the_text(tmp_path):
     with pytest.raises(DataError) as e:
         _read_file(spec, p)
     msg = str(e.value)
-    assert "row 1: field 'text'" in msg and f"a {len(note)}-char value" in msg
+    assert "row 1: field 'text'" in msg and f"a {len(note)}-character value" in msg
     assert "Smith" not in msg and "\n" not in msg
+    # short values that are not codes (a name, a date) are not shown either
+    for bad in ("John Smith", "03/04/1950"):
+        p = _jsonl(tmp_path, [{"text": "t", "label": bad}])
+        with pytest.raises(DataError, match="-character value") as e:
+            _read_file(ClassifySpec(name="x", path="cls.jsonl", question="q?"), p)
+        assert bad not in str(e.value)
 
 
 def test_configured_positive_and_negative_values(tmp_path):
@@ -173,16 +179,18 @@ def _judge(**kw):
 def test_empty_claims_for_a_non_empty_text_is_a_malformed_reply(monkeypatch):
     from clinitune.evaluate.judge import JudgeError
 
+    text = "Left knee pain after a fall yesterday."
     j = _judge(retries=1)
     answers = iter(["[]", '["Left knee pain"]'])
     monkeypatch.setattr(j, "_ask_openai", lambda prompt: next(answers))
-    assert j.claims("Left knee pain.", "n1/claims") == ["Left knee pain"]
+    assert j.claims(text, "n1/claims") == ["Left knee pain"]
     assert j.calls == 2 and j.retried == 1
     j = _judge(retries=1)
     monkeypatch.setattr(j, "_ask_openai", lambda prompt: '["  "]')
-    with pytest.raises(JudgeError, match=r"n2/claims: malformed JSON \(no claims for a non-empty"):
-        j.claims("Left knee pain.", "n2/claims")
+    with pytest.raises(JudgeError, match=r"n2/claims: malformed JSON \(no claims for a text"):
+        j.claims(text, "n2/claims")
     assert j.claims("  ", "n3/claims") == []  # an empty text has no claims: no call
+    assert j.claims("N/A", "n4/claims") == []  # a few words may assert nothing: accepted
 
 
 class _CutOff:

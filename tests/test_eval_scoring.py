@@ -208,3 +208,17 @@ def test_mmlu_fewshot_comes_from_the_subject_dev_questions_in_file_order():
         shots = "".join(f"{e.context}{e.choices[e.answer]}\n\n" for e in dev)
         assert p.context == q.description + shots + q.context
     assert len({q.group for q in qs}) > 1
+
+
+def test_mmlu_original_six_column_files_take_the_subject_from_the_file_name(tmp_path):
+    from clinitune.evaluate.mcq import _load, with_prompts
+
+    row = "Which bone {}?,femur,tibia,ulna,skull,{}\n"
+    (tmp_path / "anatomy_test.csv").write_text(row.format(1, "C"))
+    (tmp_path / "anatomy_dev.csv").write_text(row.format(2, "A") + row.format(3, "B"))
+    spec = McqSpec(name="m", path=str(tmp_path / "anatomy_test.csv"), format="mmlu_csv",
+                   num_fewshot=2, fewshot_path=str(tmp_path / "anatomy_dev.csv"))  # fmt: skip
+    qs, pool = _load(spec, tmp_path / "anatomy_test.csv"), _load(spec, tmp_path / "anatomy_dev.csv")
+    assert qs[0].group == pool[0].group == "anatomy"
+    (p,) = with_prompts(spec, qs, pool, 0)
+    assert p.context.count("Answer:") == 3 and "about anatomy" in p.context

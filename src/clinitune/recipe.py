@@ -521,10 +521,12 @@ class ClassifySpec(Strict):
     text_field: str = "text"
     label_field: str = "label"
     id_field: str | None = None
-    positive_values: list[str] = Field(default_factory=lambda: ["1", "yes", "true", "y", "t"])
+    positive_values: list[str] = Field(
+        default_factory=lambda: ["1", "1.0", "yes", "true", "y", "t", "positive"]
+    )
     """Gold values (case-insensitive) meaning the positive class."""
     negative_values: list[str] = Field(
-        default_factory=lambda: ["0", "no", "false", "n", "f", "negative"]
+        default_factory=lambda: ["0", "0.0", "no", "false", "n", "f", "negative"]
     )
     """Gold values (case-insensitive) meaning the negative class. A value in neither list (or
     empty) is an error naming the file, row and field, never silently negative."""

@@ -132,7 +132,13 @@ def held_out(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
             for t, v in task_sums(rows, nll).items()
         },
         "per_example": [
-            {"task": r["task"], "note_id": r["note_id"], "nll": s, "tokens": n}
+            {
+                "task": r["task"],
+                "source": r.get("source", ""),
+                "note_id": r["note_id"],
+                "nll": s,
+                "tokens": n,
+            }
             for r, (s, n) in zip(rows, nll, strict=True)
         ],
     }

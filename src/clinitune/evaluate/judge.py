@@ -211,8 +211,9 @@ class Judge:
         def check(v: Any) -> None:
             if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
                 raise ValueError("expected a JSON array of strings")
-            if not any(x.strip() for x in v):  # the text is not empty: it says something
-                raise ValueError("no claims for a non-empty text")
+            # a text of a few words may truly assert nothing ("N/A", "-"); a longer one does
+            if not any(x.strip() for x in v) and len(re.findall(r"[A-Za-z]{2,}", text)) >= 5:
+                raise ValueError("no claims for a text of several words")
 
         if not text.strip():
             return []

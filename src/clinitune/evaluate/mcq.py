@@ -21,6 +21,7 @@ import csv
 import io
 import json
 import random
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +64,8 @@ def _mmlu(path: Path) -> list[Question]:
             if len(row) not in (6, 7):
                 raise DataError(f"{path}: row {i}: expected 6 or 7 columns, got {len(row)}")
             q, a, b, c, d, ans = row[:6]
-            subject = row[6] if len(row) == 7 else path.stem.removesuffix("_test")
+            # MMLU's own files: <subject>_test.csv, _dev.csv, _val.csv (no subject column)
+            subject = row[6] if len(row) == 7 else re.sub(r"_(test|dev|val)$", "", path.stem)
             if ans.strip() not in tuple(LETTERS):
                 raise DataError(f"{path}: row {i}: answer {ans.strip()!r} is not one of A-D")
             subj = subject.replace("_", " ")
@@ -355,13 +357,15 @@ def mcq(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
     for spec in recipe.evaluate.mcq:
         path = recipe.resolve_path(spec.path)
         qs = load_questions(spec, path, recipe.seed)
+        full = _load(spec, path)
+        sampled = spec.n is not None and spec.n < len(full)
         pool = _load(spec, recipe.resolve_path(spec.fewshot_path)) if spec.fewshot_path else None
         fmt = None
         if spec.chat_template:
             fmt = ChatFormatter(
                 m.tokenizer, recipe.model.system_prompt, recipe.model.chat_template_kwargs
             )
-        qs = with_prompts(spec, qs, pool or _load(spec, path), recipe.seed, fmt)
+        qs = with_prompts(spec, qs, pool or full, recipe.seed, fmt)
         lps = choice_logprobs(
             m.model, m.tokenizer, qs, ctx.device, spec.batch_size, f"{spec.name} [{m.label}]"
         )
@@ -400,6 +404,7 @@ def mcq(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
             "format": spec.format,
             "num_fewshot": spec.num_fewshot,
             "chat_template": spec.chat_template,
+            "sampled": sampled,
             **({"by_subject": subjects} if len(subjects) > 1 else {}),
             "per_example": per,
         }

@@ -82,8 +82,10 @@ def _read_file(spec: ClassifySpec, path: Path) -> list[tuple[str, str, bool]]:
             raise DataError(f"{path}: row {i}: field {spec.label_field!r} is missing or empty")
         value = str(label).strip().lower()
         if value not in positive and value not in negative:
-            # A label is a short code; a long value is likely note text (PHI): not shown.
-            shown = repr(str(label).strip()) if len(value) <= 20 else f"a {len(value)}-char value"
+            # A label is a short code; anything else (a name, a date, note text: PHI) is not
+            # shown, only its length.
+            code = re.fullmatch(r"[A-Za-z0-9_.+-]{1,12}", str(label).strip())
+            shown = repr(str(label).strip()) if code else f"a {len(value)}-character value"
             raise DataError(
                 f"{path}: row {i}: field {spec.label_field!r}: {shown} is not a label "
                 f"(positive_values {sorted(positive)}, negative_values {sorted(negative)})"
@@ -168,7 +170,7 @@ def classification(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
             preds = [pos if p >= 0.5 else neg for p in p_pos]
             out["choice"] = _metrics(gold, preds, p_pos, pos, neg)
             for e, p, y in zip(per, p_pos, preds, strict=True):
-                e.update(p_pos=round(p, 6), choice=y)
+                e.update(p_pos=p, choice=y)
             if spec.calibrate:
                 cf_ids = generation_prompt(fmt, {**exs[0], "input": CONTENT_FREE},
                                            recipe.data.max_seq_len)  # fmt: skip
@@ -183,7 +185,7 @@ def classification(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
                     "content_free_p_positive": q,
                 }
                 for e, p, y in zip(per, cal, cpred, strict=True):
-                    e.update(p_pos_calibrated=round(p, 6), choice_calibrated=y)
+                    e.update(p_pos_calibrated=p, choice_calibrated=y)
         if "generate" in spec.methods:
             gens = generate_batched(
                 m.model, m.tokenizer, prompts, batch_size=spec.batch_size,

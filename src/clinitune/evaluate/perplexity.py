@@ -98,7 +98,13 @@ def perplexity(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
             for t, v in task_sums(docs, per_doc).items()
         },
         "per_example": [
-            {"task": r["task"], "note_id": r["note_id"], "nll": s, "tokens": n}
+            {
+                "task": r["task"],
+                "source": r.get("source", ""),
+                "note_id": r["note_id"],
+                "nll": s,
+                "tokens": n,
+            }
             for r, (s, n) in zip(docs, per_doc, strict=True)
         ],
     }

@@ -3,9 +3,11 @@
 keep their line breaks; F-measures x 100), plus BERTScore F1 and a clinical concept F1
 (:mod:`clinitune.evaluate.semantic`), averaged over examples, per task. Full notes (references
 with two or more of ACI-Bench's four divisions: subjective, objective_exam, objective_results,
-assessment_and_plan) are also scored division by division, as ACI-Bench does: reference and
-output are split by the same section tagger as ``prepare``, and each division is averaged over
-the notes whose reference has it (an output missing the division scores 0)."""
+assessment_and_plan) are also scored division by division, as ACI-Bench's
+``evaluate_fullnote.py`` does: reference and output are split by the same section tagger as
+``prepare``, a division missing from a text is the marker ``#####EMPTY#####`` (so one missing
+from both scores 100, and from one side only ~0), and each division is averaged over all the
+full notes."""
 
 from __future__ import annotations
 
@@ -32,11 +34,14 @@ def rouge_scores(predictions: list[str], references: list[str]) -> list[dict[str
     ]
 
 
+EMPTY_TAG = "#####EMPTY#####"  # ACI-Bench's stand-in for a division a text lacks
+
+
 def division_scores(
     predictions: list[str], references: list[str], lexicon: Any = None
 ) -> dict[str, dict[str, Any]]:
-    """ROUGE per ACI-Bench division over the full-note pairs (references with >= 2 divisions);
-    {} when there are none."""
+    """ROUGE per ACI-Bench division over the full-note pairs (references with >= 2 divisions),
+    missing divisions as :data:`EMPTY_TAG` on either side; {} when there are no full notes."""
     from clinitune.data.sections import ACI_DIVISIONS, division_texts
 
     pairs = []
@@ -45,13 +50,15 @@ def division_scores(
         if sum(bool(t) for t in ref.values()) >= 2:
             pairs.append((division_texts(p, lexicon=lexicon), ref))
     out: dict[str, dict[str, Any]] = {}
+    if not pairs:
+        return out
     for div in ACI_DIVISIONS:
-        have = [(p[div], r[div]) for p, r in pairs if r[div]]
-        if have:
-            sc = rouge_scores([p for p, _ in have], [r for _, r in have])
-            out[div] = {k: sum(x[k] for x in sc) / len(sc) for k in ROUGE_TYPES}
-            out[div]["examples"] = len(have)
-            out[div]["missing_in_output"] = sum(not p for p, _ in have)
+        sc = rouge_scores([p[div] or EMPTY_TAG for p, _ in pairs],
+                          [r[div] or EMPTY_TAG for _, r in pairs])  # fmt: skip
+        out[div] = {k: sum(x[k] for x in sc) / len(sc) for k in ROUGE_TYPES}
+        out[div]["examples"] = len(pairs)
+        out[div]["missing_in_reference"] = sum(not r[div] for _, r in pairs)
+        out[div]["missing_in_output"] = sum(not p[div] for p, _ in pairs)
     return out
 
 

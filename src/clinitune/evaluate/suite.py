@@ -204,6 +204,19 @@ def model_cis(res: dict[str, Any], ex: dict[str, Any], seed: int) -> dict[str, l
     return out
 
 
+def _keyed(rows: list[dict[str, Any]], fields: tuple[str, ...]) -> dict[tuple, dict[str, Any]]:
+    """Rows by their identity fields plus their occurrence (a long note held out in several
+    chunks, a note with several sections), so that every row pairs with the same row of the
+    other model -- both score the same seeded sample in the same order."""
+    seen: dict[tuple, int] = {}
+    out = {}
+    for x in rows:
+        ident = tuple(str(x.get(f, "")) for f in fields)
+        k = seen[ident] = seen.get(ident, -1) + 1
+        out[(*ident, k)] = x
+    return out
+
+
 def compare(
     base: dict[str, Any],
     other: dict[str, Any],
@@ -218,8 +231,8 @@ def compare(
     out: dict[str, Any] = {}
     for key, name in (("held_out", "held_out_loss"), ("perplexity", "perplexity_loss")):
         if base.get(key) and other.get(key):  # token-weighted NLL per example
-            a = {(x["task"], x["note_id"]): x for x in base[key]}
-            b = {(x["task"], x["note_id"]): x for x in other[key]}
+            a = _keyed(base[key], ("task", "source", "note_id"))
+            b = _keyed(other[key], ("task", "source", "note_id"))
             keys = sorted(set(a) & set(b))
 
             def ratio(ks: list[Any], a: Any = a, b: Any = b) -> dict[str, Any]:
@@ -243,8 +256,8 @@ def compare(
         ("rubric", ("missed_rate", "incorrect_rate", "irrelevant_rate")),
     ):
         if key in base and key in other:  # per generated note
-            a = {(x["task"], x["source"], x["note_id"]): x for x in base[key]}
-            b = {(x["task"], x["source"], x["note_id"]): x for x in other[key]}
+            a = _keyed(base[key], ("task", "source", "note_id"))
+            b = _keyed(other[key], ("task", "source", "note_id"))
             keys = sorted(set(a) & set(b))
 
             def means(ks: list[Any], a: Any = a, b: Any = b, metrics: Any = metrics) -> Any:

@@ -277,7 +277,8 @@ def comparison_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
                 "lower",
             )
         add(
-            "rubric: notes with an empty output / reference (rates undefined, left out)",
+            "rubric: notes whose output / reference has no concept or claim (rates undefined, "
+            "left out)",
             lambda d: (
                 f"{d['rubric'].get('empty_outputs', 0)} / {d['rubric'].get('empty_references', 0)}"
             ),
@@ -461,6 +462,7 @@ findings by type: {{ phi.findings_by_type or "none" }}. Counts only: findings ar
 <li>Sample sizes are small in the quickstart; intervals are wide. Use the CIs, not the point estimates.</li>
 <li>Held-out loss is measured on completion tokens of the test split with the prompts the model was trained with.</li>
 {% for line in mcq_notes %}<li>{{ line }}</li>{% endfor %}
+<li>Coloured differences are significant at 5%: by McNemar's exact test for accuracies (the interval shown is the paired bootstrap's, which can disagree near the boundary), by the paired bootstrap interval excluding 0 otherwise.</li>
 {% for line in skipped %}<li class="bad">{{ line }}</li>{% endfor %}
 {% for k, v in scorers.items() %}<li>Note scores, {{ k }}: {{ v }}.</li>{% endfor %}
 </ul>
@@ -500,10 +502,11 @@ def write_report(recipe: Recipe, layout: RunLayout) -> Path:
     mb = metrics["models"][metrics["baseline"]]
     sampled = {q.name: q.n for q in recipe.evaluate.mcq}
     mcq_notes = [
-        f"{name}: {r['num_fewshot']}-shot log-likelihood scoring of the choices, "
-        f"{'with the chat template' if r['chat_template'] else 'plain prompt'}, "
+        f"{name}: {r.get('num_fewshot', 0)}-shot log-likelihood scoring of the choices, "
+        f"{'with the chat template' if r.get('chat_template') else 'plain prompt'}, "
         + (f"a seeded random sample of {r['n']} questions"
-           if sampled.get(name) is not None else f"all {r['n']} questions of the file")
+           if r.get("sampled", sampled.get(name) is not None)
+           else f"all {r['n']} questions of the file")
         for name, r in mb.get("mcq", {}).items()
     ]  # fmt: skip
     undefined = {
