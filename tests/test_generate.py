@@ -51,7 +51,12 @@ def test_batched_generation_equals_one_at_a_time(smollm, tokenizer, monkeypatch)
     batched = gen.generate_batched(smollm, tokenizer, prompts, batch_size=3, max_new_tokens=10,
                                    device="cpu", desc="gen")  # fmt: skip
     assert len(calls) == 2  # the fast path ran (per-prompt prefill into the preallocated cache)
-    assert batched == _one_at_a_time(smollm, tokenizer, prompts, 10)
+    single = _one_at_a_time(smollm, tokenizer, prompts, 10)
+    assert batched == single
+    # the GPU path: one padded prefill of the batch into the preallocated cache
+    padded = gen.generate_batched(smollm, tokenizer, prompts, batch_size=3, max_new_tokens=10,
+                                  device="cpu", desc="gen", prefill_each=False)  # fmt: skip
+    assert len(calls) == 2 and padded == single
 
 
 def test_preallocated_cache_matches_dynamic_cache():

@@ -314,13 +314,15 @@ def generate_batched(
     max_new_tokens: int,
     device: str,
     desc: str,
+    prefill_each: bool | None = None,
 ) -> list[tuple[list[int], bool]]:
     """Greedy continuations of token-id prompts, in input order: (new tokens without the stop
     token, stopped by itself). Prompts are batched by length and left-padded, so a batch of 8
     costs about one forward pass per new token instead of eight. For full-attention models the
     KV cache is preallocated (:func:`preallocated_cache`) and, on a CPU, filled prompt by
-    prompt (:func:`_prefill_each`); on a GPU the padded batch prefill is cheaper than a loop.
-    Same tokens as one-at-a-time ``generate`` (test)."""
+    prompt (:func:`_prefill_each`); on a GPU the padded batch prefill is cheaper than a loop
+    (``prefill_each`` overrides that choice). Same tokens as one-at-a-time ``generate``
+    (tests, both ways)."""
     import torch
 
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
@@ -329,6 +331,7 @@ def generate_batched(
     out: list[tuple[list[int], bool]] = [([], False)] * len(prompts)
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     plain = _full_attention_only(model)
+    each = (device == "cpu") if prefill_each is None else prefill_each
     for batch in track(batches, desc, unit="batch"):
         rows = [prompts[i] for i in batch]
         width = max(len(r) for r in rows)
@@ -336,7 +339,7 @@ def generate_batched(
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
         with torch.inference_mode():
             cache = {}
-            if plain and device == "cpu" and width > 1:
+            if plain and each and width > 1:
                 cache = {
                     cache_kwarg(model): _prefill_each(model, rows, width + max_new_tokens, device)
                 }
