@@ -178,7 +178,7 @@ def _report(r: Any, layout: Any) -> Path:
 
 
 def _summary(metrics: dict[str, Any]) -> None:
-    from clinitune.report.html import comparison_rows
+    from clinitune.report.html import classification_rows, comparison_rows
 
     models = list(metrics["models"])
     t = Table(title="base vs tuned", show_lines=False)
@@ -188,8 +188,10 @@ def _summary(metrics: dict[str, Any]) -> None:
     others = [m for m in models if m != metrics["baseline"]]
     for m in others:
         t.add_column(f"Δ {m} [95% CI]", justify="right")
+    keep = ("loss", " accuracy (n=", " F1", " MCC", " AUROC", "diagnosis")
     for row in comparison_rows(metrics):
-        if "·" in row["name"] and "loss" not in row["name"]:
+        # per-task note scores, divisions and MMLU subjects are in the report only
+        if "·" in row["name"] and not any(k in row["name"] for k in keep):
             continue
         vals = [
             f"{v:.3f}" if isinstance(v, float) else "—" if v is None else str(v)
@@ -206,7 +208,16 @@ def _summary(metrics: dict[str, Any]) -> None:
             else:
                 deltas.append(f"{c['diff']:+.3f} (p={c['p_value']:.2f})")
         t.add_row(row["name"], *vals, *deltas)
-    Console().print(t)
+    console = Console()
+    console.print(t)
+    for r in classification_rows(metrics):
+        if r["collapse"]["collapsed"]:
+            c = r["collapse"]
+            console.print(
+                f"[bold red]label collapse[/]: {r['model']} · {r['task']} · {r['method']}: "
+                f"{c['pred_majority_share']:.0%} of answers are {c['pred_majority']!r} "
+                "(see report.html; a brief task fine-tune or calibration may fix it)"
+            )
 
 
 @app.command()

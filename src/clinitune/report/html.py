@@ -459,7 +459,7 @@ findings by type: {{ phi.findings_by_type or "none" }}. Counts only: findings ar
 {{ e.reference }}</div>{% endfor %}{% endif %}
 
 <h2>Caveats</h2><ul>
-<li>Sample sizes are small in the quickstart; intervals are wide. Use the CIs, not the point estimates.</li>
+<li>With small samples the intervals are wide: read the CIs, not the point estimates.</li>
 <li>Held-out loss is measured on completion tokens of the test split with the prompts the model was trained with.</li>
 {% for line in mcq_notes %}<li>{{ line }}</li>{% endfor %}
 <li>Coloured differences are significant at 5%: by McNemar's exact test for accuracies (the interval shown is the paired bootstrap's, which can disagree near the boundary), by the paired bootstrap interval excluding 0 otherwise.</li>
