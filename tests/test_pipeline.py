@@ -54,7 +54,8 @@ def test_prepare_books_balance_and_no_patient_leakage(tmp_path, tiny_model_dir):
     # token shards: prompts masked, loss only on completions, lengths within the budget
     table = pq.read_table(layout.prepared / "tokens" / "train.parquet").to_pylist()
     assert table and all(len(x["input_ids"]) == len(x["labels"]) <= 384 for x in table)
-    assert all(x["labels"][0] == -100 and x["labels"][-1] != -100 for x in table)
+    chat = [x for x in table if x["task"] != "notes_text"]  # notes_text: raw text (cpt) rows
+    assert chat and all(x["labels"][0] == -100 and x["labels"][-1] != -100 for x in chat)
     m = res.manifest
     assert m["inputs"] and all(len(h) == 64 for h in m["inputs"].values())
     assert "transformers" in m["versions"] and m["outputs"]
@@ -138,6 +139,8 @@ def test_end_to_end_cli_run_tiny_model(tmp_path, tiny_model_dir):
     assert "rougeL" in m["comparisons"]["final"]["rouge"]
     gm = json.loads((layout.generations / "final" / "manifest.json").read_text())
     assert gm["counts"]["examples"] + gm["counts"]["dropped_reference_too_long"] == 4
+    ppl = final["perplexity"]  # held-out notes as text (never trained on), sliding window
+    assert ppl["documents"] >= 1 and "perplexity_loss" in m["comparisons"]["final"]
     lo, hi = final["ci95"]["held_out.loss"]
     assert lo <= final["held_out"]["loss"] <= hi
     lo, hi = final["ci95"]["mcq.mmlu_medical.acc"]
