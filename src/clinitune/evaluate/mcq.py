@@ -197,11 +197,15 @@ def _load(spec: McqSpec, path: Path) -> list[Question]:
     return qs
 
 
-def load_questions(spec: McqSpec, path: Path, seed: int) -> list[Question]:
-    qs = _load(spec, path)
+def sample_questions(spec: McqSpec, qs: list[Question], seed: int) -> list[Question]:
+    """The seeded random sample of ``spec.n`` questions (all when ``n`` is unset or larger)."""
     if spec.n is not None and spec.n < len(qs):
-        qs = random.Random(f"{seed}:{spec.name}").sample(qs, spec.n)
+        return random.Random(f"{seed}:{spec.name}").sample(qs, spec.n)
     return qs
+
+
+def load_questions(spec: McqSpec, path: Path, seed: int) -> list[Question]:
+    return sample_questions(spec, _load(spec, path), seed)
 
 
 def with_prompts(
@@ -356,9 +360,9 @@ def mcq(ctx: EvalContext, m: LoadedModel) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for spec in recipe.evaluate.mcq:
         path = recipe.resolve_path(spec.path)
-        qs = load_questions(spec, path, recipe.seed)
         full = _load(spec, path)
-        sampled = spec.n is not None and spec.n < len(full)
+        qs = sample_questions(spec, full, recipe.seed)
+        sampled = len(qs) < len(full)
         pool = _load(spec, recipe.resolve_path(spec.fewshot_path)) if spec.fewshot_path else None
         fmt = None
         if spec.chat_template:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from clinitune.data.sections import build_lexicon
+from clinitune.data.sections import ACI_DIVISIONS, build_lexicon, division_texts
 from clinitune.errors import StageError
 from clinitune.evaluate.registry import EvalContext, LoadedModel, register
 from clinitune.evaluate.semantic import mean_defined, note_scores
@@ -42,8 +42,6 @@ def division_scores(
 ) -> dict[str, dict[str, Any]]:
     """ROUGE per ACI-Bench division over the full-note pairs (references with >= 2 divisions),
     missing divisions as :data:`EMPTY_TAG` on either side; {} when there are no full notes."""
-    from clinitune.data.sections import ACI_DIVISIONS, division_texts
-
     pairs = []
     for p, r in zip(predictions, references, strict=True):
         ref = division_texts(r, lexicon=lexicon)

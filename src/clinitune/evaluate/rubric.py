@@ -36,6 +36,7 @@ from clinitune.errors import StageError
 from clinitune.evaluate.negation import CUES, PUNCT, negated
 from clinitune.evaluate.registry import EvalContext, LoadedModel, register
 from clinitune.evaluate.rouge import load_generations
+from clinitune.evaluate.semantic import mean_defined
 from clinitune.progress import track
 
 # scikit-learn's English stop words, minus words that carry clinical meaning here
@@ -130,8 +131,7 @@ def summarize(rows: Iterable[dict[str, Any]]) -> dict[str, float | int | None]:
     out: dict[str, float | int | None] = {}
     for k, (count, side) in RATES.items():
         out[f"mean_{count}"] = sum(r[count] for r in rows) / len(rows)
-        vals = [r[k] for r in rows if r[k] is not None]
-        out[f"mean_{k}"] = sum(vals) / len(vals) if vals else None
+        out[f"mean_{k}"] = mean_defined(r[k] for r in rows)
         den = sum(_units(r, side) for r in rows)
         out[f"micro_{k}"] = sum(r[count] for r in rows) / den if den else None
     out["empty_outputs"] = sum(r["incorrect_rate"] is None for r in rows)
